@@ -1,0 +1,1 @@
+"""Headless core of napari-pcam: never imports napari, qtpy, magicgui or napari_pcam.gui."""

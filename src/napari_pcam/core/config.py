@@ -1,0 +1,443 @@
+"""One frozen dataclass per stage, with the paper's defaults, plus the :class:`PipelineConfig`.
+
+Defaults follow McEver & Manjunath, "PCAMs: Weakly Supervised Semantic Segmentation Using Point
+Supervision" and, where the paper is silent, IRNet (Ahn et al., CVPR 2019). Every dataclass checks its
+values in ``__post_init__`` and raises :class:`~napari_pcam.core.errors.ConfigError` with a message that
+names the valid values. Configs round-trip through plain dicts, JSON and TOML so a run can be repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101")
+DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    _check(value in choices, f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}.")
+
+
+def _check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and value <= hi
+    bracket = "(" if lo_open else "["
+    _check(ok, f"{name}={value!r} is out of range; it must lie in {bracket}{lo}, {hi}].")
+
+
+def _check_weights(name: str, value: str) -> None:
+    _check(
+        isinstance(value, str) and value != "",
+        f"{name}={value!r} is not valid; use 'imagenet', 'none' or the path of a .pth file.",
+    )
+
+
+@dataclass(frozen=True)
+class CamConfig:
+    """Training of the PCAM classifier (paper section 3.1).
+
+    Attributes:
+        backbone: ResNet variant; the paper uses resnet50.
+        weights: 'imagenet' (torchvision weights, or a cached/local file), 'none' (random init) or a path
+            to a ``.pth`` state dict of the torchvision ResNet.
+        alpha: Weight of the point loss; 0 gives the plain CAM baseline.
+        point_mode: 'clicks' uses the annotated points; 'all' uses every ground-truth mask pixel as a
+            point (the paper's PCAM-F row; needs masks).
+        detach_max: Whether the per-class spatial max used to normalise the CAMs in the point loss is
+            treated as a constant. The paper does not say; we keep the gradient through the max (False)
+            by default, which also pushes the peak of each map towards the clicked objects.
+        lr_backbone: SGD learning rate of the backbone (the paper: 0.001).
+        lr_classifier: SGD learning rate of the 1x1 classifier (the paper: 0.01, 10x the backbone).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        epochs: Passes over the training images.
+        batch_size: Images per step.
+        crop_size: Side of the square training crop in pixels (multiple of 16).
+        scale_range: Random rescale range of the training images.
+        flip: Random horizontal flips during training.
+        min_steps: Lower bound on the number of optimiser steps (useful for tiny datasets).
+    """
+
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    weights: str = "imagenet"
+    alpha: float = 0.1
+    point_mode: Literal["clicks", "all"] = "clicks"
+    detach_max: bool = False
+    lr_backbone: float = 0.001
+    lr_classifier: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    epochs: int = 5
+    batch_size: int = 16
+    crop_size: int = 512
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    flip: bool = True
+    min_steps: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("cam.backbone", self.backbone, BACKBONE_NAMES)
+        _check_weights("cam.weights", self.weights)
+        _check_range("cam.alpha", self.alpha, 0.0, 1e3)
+        _check_choice("cam.point_mode", self.point_mode, ("clicks", "all"))
+        _check_range("cam.lr_backbone", self.lr_backbone, 0.0, 10.0, lo_open=True)
+        _check_range("cam.lr_classifier", self.lr_classifier, 0.0, 10.0, lo_open=True)
+        _check_range("cam.momentum", self.momentum, 0.0, 0.999)
+        _check_range("cam.weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_range("cam.epochs", self.epochs, 1, 100000)
+        _check_range("cam.batch_size", self.batch_size, 1, 4096)
+        _check_range("cam.min_steps", self.min_steps, 0, 10**7)
+        _check(
+            isinstance(self.crop_size, int) and self.crop_size >= 32 and self.crop_size % 16 == 0,
+            f"cam.crop_size={self.crop_size!r} is not valid; use a multiple of 16 of at least 32.",
+        )
+        lo, hi = _pair("cam.scale_range", self.scale_range)
+        _check(0 < lo <= hi <= 8, f"cam.scale_range={self.scale_range!r} must satisfy 0 < low <= high <= 8.")
+
+
+@dataclass(frozen=True)
+class CamInferenceConfig:
+    """Computing CAMs for images (IRNet's ``make_cam``), and turning them into labels.
+
+    Attributes:
+        scales: Image scales whose maps are summed (the paper: 1.0, 0.5, 1.5, 2.0).
+        flip: Also add the maps of the horizontally flipped image.
+        tile_size: Images (at a given scale) larger than this are processed in tiles of this side.
+        tile_overlap: Overlap between tiles in pixels (multiple of 16).
+        bg_threshold: Constant background score for argmax labels (0.3 for PCAMs in the paper,
+            IRNet uses 0.15 for plain CAMs).
+        restrict_to_labels: On training images, compute maps only for the classes clicked in the image
+            (its image-level label), as IRNet does with ground-truth labels.
+        batch_tiles: Tiles sent through the network at once.
+    """
+
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+    flip: bool = True
+    tile_size: int = 1024
+    tile_overlap: int = 128
+    bg_threshold: float = 0.3
+    restrict_to_labels: bool = True
+    batch_tiles: int = 4
+
+    def __post_init__(self) -> None:
+        _check(
+            len(self.scales) > 0 and all(isinstance(s, (int, float)) and 0.05 <= s <= 8 for s in self.scales),
+            f"cam_inference.scales={self.scales!r} must be a non-empty list of numbers in [0.05, 8].",
+        )
+        _check(
+            isinstance(self.tile_size, int) and self.tile_size >= 64 and self.tile_size % 16 == 0,
+            f"cam_inference.tile_size={self.tile_size!r} must be a multiple of 16 of at least 64.",
+        )
+        _check(
+            isinstance(self.tile_overlap, int)
+            and self.tile_overlap % 16 == 0
+            and 0 <= self.tile_overlap <= self.tile_size // 2,
+            f"cam_inference.tile_overlap={self.tile_overlap!r} must be a multiple of 16 between 0 and "
+            "half the tile size.",
+        )
+        _check_range("cam_inference.bg_threshold", self.bg_threshold, 0.0, 1.0)
+        _check_range("cam_inference.batch_tiles", self.batch_tiles, 1, 1024)
+
+
+@dataclass(frozen=True)
+class AffinityConfig:
+    """Mining confident labels from PCAMs for IRNet (paper 3.2, IRNet's ``cam_to_ir_label``).
+
+    Attributes:
+        fg_threshold: Foreground where the best class score exceeds this (the paper: 0.3).
+        bg_threshold: Background where every class score is below this (IRNet: 0.05).
+        crf: Refine both label maps with a dense CRF (needs the optional ``pydensecrf2`` package).
+    """
+
+    fg_threshold: float = 0.3
+    bg_threshold: float = 0.05
+    crf: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range("affinity.fg_threshold", self.fg_threshold, 0.0, 1.0)
+        _check_range("affinity.bg_threshold", self.bg_threshold, 0.0, 1.0)
+        _check(
+            self.bg_threshold <= self.fg_threshold,
+            f"affinity.bg_threshold={self.bg_threshold} must not exceed affinity.fg_threshold={self.fg_threshold}.",
+        )
+
+
+@dataclass(frozen=True)
+class IrnConfig:
+    """Training IRNet's boundary (and displacement) branches (IRNet's ``train_irn``).
+
+    Attributes:
+        backbone: ResNet variant (frozen during training, as in IRNet).
+        weights: 'imagenet', 'none' or a path; 'same' reuses the trained PCAM backbone.
+        radius: Pair search radius at stride 4 during training (IRNet: 10).
+        lr: SGD learning rate of the branches.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        epochs: Passes over the training images.
+        batch_size: Images per step.
+        crop_size: Side of the square training crop (multiple of 16).
+        scale_range: Random rescale range.
+        displacement: Also train the displacement branch (needed for instance masks).
+        min_steps: Lower bound on the number of optimiser steps.
+    """
+
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    weights: str = "same"
+    radius: int = 10
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    epochs: int = 3
+    batch_size: int = 32
+    crop_size: int = 512
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    displacement: bool = True
+    min_steps: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("irn.backbone", self.backbone, BACKBONE_NAMES)
+        _check_weights("irn.weights", self.weights)
+        _check_range("irn.radius", self.radius, 1, 64)
+        _check_range("irn.lr", self.lr, 0.0, 10.0, lo_open=True)
+        _check_range("irn.momentum", self.momentum, 0.0, 0.999)
+        _check_range("irn.weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_range("irn.epochs", self.epochs, 1, 100000)
+        _check_range("irn.batch_size", self.batch_size, 1, 4096)
+        _check_range("irn.min_steps", self.min_steps, 0, 10**7)
+        _check(
+            isinstance(self.crop_size, int) and self.crop_size >= 32 and self.crop_size % 16 == 0,
+            f"irn.crop_size={self.crop_size!r} is not valid; use a multiple of 16 of at least 32.",
+        )
+        lo, hi = _pair("irn.scale_range", self.scale_range)
+        _check(0 < lo <= hi <= 8, f"irn.scale_range={self.scale_range!r} must satisfy 0 < low <= high <= 8.")
+
+
+@dataclass(frozen=True)
+class RandomWalkConfig:
+    """Propagating CAMs with IRNet's affinities (paper 3.2).
+
+    Attributes:
+        radius: Neighbourhood radius at stride 4 (IRNet: 5, i.e. 34 directions).
+        beta: Exponent of the affinities (the paper: 12; IRNet: 10).
+        exp_times: log2 of the number of random-walk steps (8 -> 256 steps).
+        bg_threshold: Constant background plane before the argmax (the paper: 0.3).
+        instances: Also produce instance masks from the displacement field.
+    """
+
+    radius: int = 5
+    beta: float = 12.0
+    exp_times: int = 8
+    bg_threshold: float = 0.3
+    instances: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range("random_walk.radius", self.radius, 1, 64)
+        _check_range("random_walk.beta", self.beta, 0.0, 1000.0, lo_open=True)
+        _check_range("random_walk.exp_times", self.exp_times, 0, 16)
+        _check_range("random_walk.bg_threshold", self.bg_threshold, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class DeepLabConfig:
+    """DeepLabv3+ trained on the refined pseudo labels (paper 3.3).
+
+    Attributes:
+        backbone: ResNet variant (output stride 16, dilated layer4).
+        weights: 'imagenet', 'none' or a path.
+        lr: SGD (Nesterov) learning rate (the paper: 0.007), poly schedule.
+        momentum: SGD momentum (0.9).
+        weight_decay: SGD weight decay (4e-5).
+        epochs: Passes over the training images.
+        batch_size: Images per step.
+        crop_size: Side of the square training crop.
+        scale_range: Random rescale range.
+        tile_size: Sliding-window size for inference on large images.
+        tile_overlap: Sliding-window overlap in pixels.
+        min_steps: Lower bound on the number of optimiser steps.
+    """
+
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    weights: str = "imagenet"
+    lr: float = 0.007
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    epochs: int = 30
+    batch_size: int = 16
+    crop_size: int = 512
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    tile_size: int = 1024
+    tile_overlap: int = 256
+    min_steps: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("deeplab.backbone", self.backbone, BACKBONE_NAMES)
+        _check_weights("deeplab.weights", self.weights)
+        _check_range("deeplab.lr", self.lr, 0.0, 10.0, lo_open=True)
+        _check_range("deeplab.momentum", self.momentum, 0.0, 0.999)
+        _check_range("deeplab.weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_range("deeplab.epochs", self.epochs, 1, 100000)
+        _check_range("deeplab.batch_size", self.batch_size, 1, 4096)
+        _check_range("deeplab.min_steps", self.min_steps, 0, 10**7)
+        _check(
+            isinstance(self.crop_size, int) and self.crop_size >= 32 and self.crop_size % 16 == 0,
+            f"deeplab.crop_size={self.crop_size!r} is not valid; use a multiple of 16 of at least 32.",
+        )
+        _check(
+            isinstance(self.tile_size, int) and self.tile_size >= 64 and self.tile_size % 16 == 0,
+            f"deeplab.tile_size={self.tile_size!r} must be a multiple of 16 of at least 64.",
+        )
+        _check(
+            isinstance(self.tile_overlap, int) and 0 <= self.tile_overlap <= self.tile_size // 2,
+            f"deeplab.tile_overlap={self.tile_overlap!r} must lie between 0 and half the tile size.",
+        )
+        lo, hi = _pair("deeplab.scale_range", self.scale_range)
+        _check(0 < lo <= hi <= 8, f"deeplab.scale_range={self.scale_range!r} must satisfy 0 < low <= high <= 8.")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how to run.
+
+    Attributes:
+        device: 'auto' (cuda > mps > cpu) or a device name.
+        amp: Mixed precision on CUDA.
+        seed: Seed of every random generator.
+        num_workers: DataLoader worker processes (0 = in the main process).
+    """
+
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        base = self.device.split(":")[0] if isinstance(self.device, str) else self.device
+        _check_choice("runtime.device", base, DEVICE_NAMES)
+        _check_range("runtime.seed", self.seed, 0, 2**32 - 1)
+        _check_range("runtime.num_workers", self.num_workers, 0, 256)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """All stages of a run. Sections appear in TOML as ``[cam]``, ``[cam_inference]``, ..."""
+
+    cam: CamConfig = field(default_factory=CamConfig)
+    cam_inference: CamInferenceConfig = field(default_factory=CamInferenceConfig)
+    affinity: AffinityConfig = field(default_factory=AffinityConfig)
+    irn: IrnConfig = field(default_factory=IrnConfig)
+    random_walk: RandomWalkConfig = field(default_factory=RandomWalkConfig)
+    deeplab: DeepLabConfig = field(default_factory=DeepLabConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists) suitable for JSON, TOML and checkpoints."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PipelineConfig":
+        """Build from a (possibly partial) nested dict; unknown keys are errors."""
+        return from_dict(cls, data)
+
+    def save(self, path: str | Path) -> None:
+        """Write as ``.toml`` or ``.json`` (by suffix), atomically."""
+        save_config(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PipelineConfig":
+        """Read a ``.toml`` or ``.json`` file written by :meth:`save` (or by hand)."""
+        return load_config(path)
+
+
+def _pair(name: str, value: Any) -> tuple[float, float]:
+    _check(
+        isinstance(value, (tuple, list)) and len(value) == 2,
+        f"{name}={value!r} must be a pair of numbers [low, high].",
+    )
+    return float(value[0]), float(value[1])
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Convert a config dataclass (nested) into plain dicts and lists."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (tuple, list)):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build the dataclass ``cls`` from a nested dict, converting lists back to tuples."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix or 'root'!r} must be a table/dict, got {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(names))}."
+        )
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, prefix + key + ".")
+        elif isinstance(value, list):
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # e.g. a wrong type that __post_init__ could not compare
+        raise ConfigError(f"invalid value in config section {prefix or 'root'!r}: {exc}") from exc
+
+
+def save_config(cfg: PipelineConfig, path: str | Path) -> None:
+    """Write a config as TOML or JSON (chosen by the suffix), atomically."""
+    from .io import atomic_write_text
+
+    path = Path(path)
+    data = to_dict(cfg)
+    if path.suffix.lower() == ".toml":
+        import tomli_w
+
+        text = tomli_w.dumps(data)
+    elif path.suffix.lower() == ".json":
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        raise ConfigError(f"cannot save config as {path.name!r}: use a .toml or .json file name.")
+    atomic_write_text(path, text)
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read a TOML or JSON config; sections and keys left out keep their defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist.")
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(path.read_text())
+        elif path.suffix.lower() == ".json":
+            data = json.loads(path.read_text())
+        else:
+            raise ConfigError(f"cannot read config {path.name!r}: use a .toml or .json file.")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix[1:].upper()}: {exc}") from exc
+    return from_dict(PipelineConfig, data)

@@ -1,0 +1,137 @@
+"""Image stacks independent of napari: 2D grayscale, multichannel, RGB, and 3D stacks as 2D slices.
+
+Every image is stored as ``H x W x C`` (C >= 1) in its original dtype; all images of a stack share the
+channel count. :func:`image_to_tensor` turns one into the normalised ``float32, C x H x W`` network input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..models.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass
+class ImageStack:
+    """A list of 2D images with a common channel count.
+
+    Attributes:
+        images: Arrays ``H x W x C`` (sizes may differ between images).
+        names: One name per image (file name, or ``slice_0003`` for stacks).
+    """
+
+    images: list[np.ndarray]
+    names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.images:
+            raise DataError("the image stack is empty: give at least one image.")
+        if not self.names:
+            self.names = [f"image_{i:04d}" for i in range(len(self.images))]
+        if len(self.names) != len(self.images):
+            raise DataError(f"{len(self.names)} names for {len(self.images)} images.")
+        if len(set(self.names)) != len(self.names):
+            raise DataError("image names must be unique.")
+        fixed = []
+        for name, img in zip(self.names, self.images):
+            img = np.asarray(img)
+            if img.ndim == 2:
+                img = img[..., None]
+            if img.ndim != 3:
+                raise DataError(
+                    f"image {name!r} has shape {img.shape}; expected H x W (grayscale) or H x W x C."
+                )
+            if img.shape[0] < 16 or img.shape[1] < 16:
+                raise DataError(f"image {name!r} is {img.shape[0]} x {img.shape[1]} px; at least 16 x 16 is needed.")
+            fixed.append(img)
+        channels = {img.shape[2] for img in fixed}
+        if len(channels) > 1:
+            counts = {n: img.shape[2] for n, img in zip(self.names, fixed)}
+            raise DataError(
+                f"images have different channel counts {sorted(channels)} ({_first_per_value(counts)}); "
+                "convert them to one channel layout (e.g. all RGB or all grayscale) before training."
+            )
+        self.images = fixed
+
+    @property
+    def channels(self) -> int:
+        """Number of channels shared by all images."""
+        return self.images[0].shape[2]
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        """(H, W) of every image."""
+        return [img.shape[:2] for img in self.images]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @classmethod
+    def from_array(cls, data: np.ndarray, *, rgb: bool = False, channel_axis: int | None = None) -> "ImageStack":
+        """Build from a napari-style array.
+
+        Args:
+            data: ``H x W`` (2D), ``H x W x 3/4`` with ``rgb=True``, ``Z x H x W`` (a stack of 2D slices),
+                ``Z x H x W x 3`` with ``rgb=True``, or any of these with a channel axis.
+            rgb: The last axis holds RGB(A) colour.
+            channel_axis: Axis holding channels (multichannel images), moved last.
+        """
+        data = np.asarray(data)
+        if channel_axis is not None:
+            data = np.moveaxis(data, channel_axis, -1)
+            spatial = data.ndim - 1
+        elif rgb:
+            data = data[..., :3]
+            spatial = data.ndim - 1
+        else:
+            data = data[..., None]
+            spatial = data.ndim - 1
+        if spatial == 2:
+            return cls([data], ["image_0000"])
+        if spatial == 3:
+            return cls(list(data), [f"slice_{i:04d}" for i in range(data.shape[0])])
+        raise DataError(
+            f"cannot use an image with {spatial} spatial dimensions; napari-pcam works on 2D images and on "
+            "3D stacks treated as 2D slices."
+        )
+
+
+def _first_per_value(counts: dict[str, int]) -> str:
+    seen: dict[int, str] = {}
+    for name, c in counts.items():
+        seen.setdefault(c, name)
+    return ", ".join(f"{n!r} has {c}" for c, n in seen.items())
+
+
+def normalise_image(img: np.ndarray) -> np.ndarray:
+    """Scale an ``H x W x C`` image to float32 in [0, 1].
+
+    uint8 images are divided by 255; any other dtype is scaled per channel between its 0.5 and 99.5
+    percentiles (robust for 12/16-bit microscopy), then clipped.
+    """
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    img = img.astype(np.float32)
+    lo = np.percentile(img, 0.5, axis=(0, 1), keepdims=True)
+    hi = np.percentile(img, 99.5, axis=(0, 1), keepdims=True)
+    return np.clip((img - lo) / np.maximum(hi - lo, 1e-6), 0.0, 1.0)
+
+
+def image_to_tensor(img: np.ndarray) -> torch.Tensor:
+    """``H x W x C`` image -> normalised float32 ``C x H x W`` tensor.
+
+    RGB images get ImageNet's mean and std; other channel counts the mean of those values per channel.
+    """
+    x = normalise_image(img)
+    c = x.shape[2]
+    if c == 3:
+        mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
+    else:
+        mean = np.full(c, np.mean(IMAGENET_MEAN), np.float32)
+        std = np.full(c, np.mean(IMAGENET_STD), np.float32)
+    x = (x - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))

@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` classes with keyword arguments: backbones and the stage networks."""

@@ -1,0 +1,1 @@
+"""One module per step of the chain: cam, affinity (+ IRNet training), random_walk, segmentation."""
