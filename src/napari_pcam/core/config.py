@@ -190,7 +190,10 @@ class IrnConfig:
         batch_size: Images per step.
         crop_size: Side of the square training crop (multiple of 16).
         scale_range: Random rescale range.
+        flip: Random horizontal flips during training.
         displacement: Also train the displacement branch (needed for instance masks).
+        freeze_backbone: Keep the backbone fixed, as IRNet does (no gradients, BatchNorm in eval mode);
+            False trains it with the branches (useful when it starts from random weights).
         min_steps: Lower bound on the number of optimiser steps.
     """
 
@@ -204,13 +207,15 @@ class IrnConfig:
     batch_size: int = 32
     crop_size: int = 512
     scale_range: tuple[float, float] = (0.5, 1.5)
+    flip: bool = True
     displacement: bool = True
+    freeze_backbone: bool = True
     min_steps: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("irn.backbone", self.backbone, BACKBONE_NAMES)
         _check_weights("irn.weights", self.weights)
-        _check_range("irn.radius", self.radius, 1, 64)
+        _check_range("irn.radius", self.radius, 2, 64)
         _check_range("irn.lr", self.lr, 0.0, 10.0, lo_open=True)
         _check_range("irn.momentum", self.momentum, 0.0, 0.999)
         _check_range("irn.weight_decay", self.weight_decay, 0.0, 1.0)
@@ -235,6 +240,12 @@ class RandomWalkConfig:
         exp_times: log2 of the number of random-walk steps (8 -> 256 steps).
         bg_threshold: Constant background plane before the argmax (the paper: 0.3).
         instances: Also produce instance masks from the displacement field.
+        flip: Average the boundary maps of the image and its horizontal flip (IRNet).
+        instance_bg_threshold: Background plane for instance masks (IRNet: 0.25).
+        cluster_threshold: Displacement length (stride-4 pixels) below which pixels count as instance
+            centres when grouping centroids (IRNet: 2.5).
+        centroid_iterations: Steps of following the displacement field to the centroids (IRNet: 300).
+        min_instance_area: Instance fragments smaller than this many image pixels become background.
     """
 
     radius: int = 5
@@ -242,9 +253,18 @@ class RandomWalkConfig:
     exp_times: int = 8
     bg_threshold: float = 0.3
     instances: bool = False
+    flip: bool = True
+    instance_bg_threshold: float = 0.25
+    cluster_threshold: float = 2.5
+    centroid_iterations: int = 300
+    min_instance_area: int = 16
 
     def __post_init__(self) -> None:
-        _check_range("random_walk.radius", self.radius, 1, 64)
+        _check_range("random_walk.radius", self.radius, 2, 64)
+        _check_range("random_walk.instance_bg_threshold", self.instance_bg_threshold, 0.0, 1.0)
+        _check_range("random_walk.cluster_threshold", self.cluster_threshold, 0.0, 1000.0, lo_open=True)
+        _check_range("random_walk.centroid_iterations", self.centroid_iterations, 1, 100000)
+        _check_range("random_walk.min_instance_area", self.min_instance_area, 0, 10**9)
         _check_range("random_walk.beta", self.beta, 0.0, 1000.0, lo_open=True)
         _check_range("random_walk.exp_times", self.exp_times, 0, 16)
         _check_range("random_walk.bg_threshold", self.bg_threshold, 0.0, 1.0)
@@ -262,10 +282,15 @@ class DeepLabConfig:
         weight_decay: SGD weight decay (4e-5).
         epochs: Passes over the training images.
         batch_size: Images per step.
-        crop_size: Side of the square training crop.
+        crop_size: Side of the square training crop (smaller rescaled images are padded with ignore).
         scale_range: Random rescale range.
+        flip: Random horizontal flips during training.
+        head_lr_mult: Learning-rate factor of the new ASPP and decoder layers (1 = the paper's single lr).
+        freeze_bn: Keep the encoder's BatchNorm fixed (ImageNet statistics) instead of fine-tuning it as
+            DeepLab does (False; needs batches of several crops). Only allowed with pretrained weights.
         tile_size: Sliding-window size for inference on large images.
         tile_overlap: Sliding-window overlap in pixels.
+        batch_tiles: Tiles sent through the network at once during inference.
         min_steps: Lower bound on the number of optimiser steps.
     """
 
@@ -278,8 +303,12 @@ class DeepLabConfig:
     batch_size: int = 16
     crop_size: int = 512
     scale_range: tuple[float, float] = (0.5, 2.0)
+    flip: bool = True
+    head_lr_mult: float = 1.0
+    freeze_bn: bool = False
     tile_size: int = 1024
     tile_overlap: int = 256
+    batch_tiles: int = 4
     min_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -291,6 +320,12 @@ class DeepLabConfig:
         _check_range("deeplab.epochs", self.epochs, 1, 100000)
         _check_range("deeplab.batch_size", self.batch_size, 1, 4096)
         _check_range("deeplab.min_steps", self.min_steps, 0, 10**7)
+        _check_range("deeplab.head_lr_mult", self.head_lr_mult, 0.0, 1000.0, lo_open=True)
+        _check_range("deeplab.batch_tiles", self.batch_tiles, 1, 1024)
+        _check(
+            not (self.freeze_bn and self.weights == "none"),
+            "deeplab.freeze_bn=True needs pretrained weights; with deeplab.weights='none' BatchNorm must train.",
+        )
         _check(
             isinstance(self.crop_size, int) and self.crop_size >= 32 and self.crop_size % 16 == 0,
             f"deeplab.crop_size={self.crop_size!r} is not valid; use a multiple of 16 of at least 32.",

@@ -40,7 +40,7 @@ def make_synthetic(
     size: int | tuple[int, int] = 96,
     *,
     seed: int = 0,
-    objects: tuple[int, int] = (3, 6),
+    objects: tuple[int, int] = (2, 4),
     bg_points: int = 3,
     noise: float = 0.06,
     grayscale: bool = False,
@@ -119,13 +119,13 @@ def _shape(rng, c, h, w, shapes):
         cy, cx = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
     angle = rng.uniform(0, np.pi)
     if c == 1:
-        r = rng.uniform(0.07, 0.12) * s
+        r = rng.uniform(0.12, 0.18) * s
         rr, cc = ellipse(cy, cx, r, r * rng.uniform(0.85, 1.15), shape=(h, w))
     elif c == 2:
-        rr, cc = ellipse(cy, cx, rng.uniform(0.16, 0.24) * s, rng.uniform(0.04, 0.06) * s, shape=(h, w), rotation=angle)
+        rr, cc = ellipse(cy, cx, rng.uniform(0.22, 0.32) * s, rng.uniform(0.06, 0.09) * s, shape=(h, w), rotation=angle)
     else:
         k = int(rng.integers(4, 7))
-        r = rng.uniform(0.08, 0.13) * s
+        r = rng.uniform(0.13, 0.2) * s
         t = angle + np.arange(k) * 2 * np.pi / k
         rr, cc = polygon(cy + r * np.sin(t), cx + r * np.cos(t), shape=(h, w))
     return rr, cc, angle

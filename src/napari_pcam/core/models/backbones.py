@@ -110,12 +110,22 @@ class Backbone(nn.Module):
         in_channels: Image channels. With pretrained weights and a channel count other than 3 the first
             convolution's RGB filters are averaged and repeated (scaled by 3 / in_channels).
         dilate_last: Replace layer4's stride by dilation 2 (DeepLabv3+) instead of removing it (IRNet).
+        freeze_bn: Keep BatchNorm statistics and affine parameters fixed. None (default) follows the weights:
+            frozen when pretrained (IRNet), trained from scratch. DeepLabv3+ passes False to fine-tune BN.
     """
 
-    def __init__(self, *, name: str, weights: str = "imagenet", in_channels: int = 3, dilate_last: bool = False):
+    def __init__(
+        self,
+        *,
+        name: str,
+        weights: str = "imagenet",
+        in_channels: int = 3,
+        dilate_last: bool = False,
+        freeze_bn: bool | None = None,
+    ):
         super().__init__()
         spec = get_spec(name)
-        net = spec.builder(weights=None, replace_stride_with_dilation=[False, False, dilate_last])
+        net = spec.builder(weights=None)
         state = load_pretrained_state(name, weights)
         if state is not None:
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -125,26 +135,28 @@ class Backbone(nn.Module):
                 raise WeightsUnavailableError(
                     f"weights {weights!r} do not match {name}: missing {missing[:3]}, unexpected {unexpected[:3]}."
                 )
-        if not dilate_last:
-            _remove_last_stride(net.layer4)
+        _remove_last_stride(net.layer4)
+        if dilate_last:
+            _dilate(net.layer4)
         if in_channels != 3:
             _adapt_first_conv(net, in_channels)
         self.name = name
         self.pretrained = state is not None
+        self.freeze_bn = self.pretrained if freeze_bn is None else bool(freeze_bn)
         self.in_channels = in_channels
         self.channels = spec.channels
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        if self.pretrained:
+        if self.freeze_bn:
             for module in self.modules():
                 if isinstance(module, nn.BatchNorm2d):
                     for p in module.parameters():
                         p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "Backbone":
-        """Switch mode; with pretrained weights BatchNorm layers always stay in eval mode (frozen)."""
+        """Switch mode; with frozen BatchNorm (``freeze_bn``) those layers always stay in eval mode."""
         super().train(mode)
-        if self.pretrained:
+        if self.freeze_bn:
             for module in self.modules():
                 if isinstance(module, nn.BatchNorm2d):
                     module.eval()
@@ -167,6 +179,16 @@ def _remove_last_stride(layer: nn.Sequential) -> None:
             conv.stride = (1, 1)
     if block.downsample is not None:
         block.downsample[0].stride = (1, 1)
+
+
+def _dilate(layer: nn.Sequential, dilation: int = 2) -> None:
+    """Dilate the 3x3 convolutions of a layer whose stride was removed, following torchvision's
+    ``replace_stride_with_dilation``: the first block keeps dilation 1, the later blocks get ``dilation``.
+    Works for BasicBlock (which torchvision cannot dilate) and Bottleneck alike."""
+    for block in list(layer)[1:]:
+        for conv in (block.conv1, block.conv2):
+            if conv.kernel_size == (3, 3):
+                conv.dilation, conv.padding = (dilation, dilation), (dilation, dilation)
 
 
 def _adapt_first_conv(net: torchvision.models.ResNet, in_channels: int) -> None:

@@ -1,0 +1,88 @@
+"""Pieces shared by the subcommands: config options, data loading, tqdm draining."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Generator, TypeVar
+
+from ..core.config import PipelineConfig, load_config
+from ..core.errors import DataError
+from ..core.presets import get_preset
+from ..core.progress import Progress
+
+T = TypeVar("T")
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    """--config, --preset and the common overrides."""
+    g = p.add_argument_group("settings (defaults: the paper's; --sample uses the light 'sample' preset)")
+    g.add_argument("--config", type=Path, help="TOML or JSON config file (written as config.toml by every run)")
+    g.add_argument("--preset", choices=["paper", "sample"], help="start from a named preset")
+    g.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50", "resnet101"], help="backbone of every network")
+    g.add_argument("--weights", help="'imagenet', 'none' or the path of a torchvision ResNet .pth file")
+    g.add_argument("--alpha", type=float, help="weight of the point loss (0 = plain CAM)")
+    g.add_argument("--cam-epochs", type=int, help="epochs of PCAM training")
+    g.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
+    g.add_argument("--seed", type=int, help="random seed")
+
+
+def resolve_config(args: argparse.Namespace, default_preset: str = "paper") -> PipelineConfig:
+    """Preset or config file, then the command-line overrides."""
+    if args.config is not None:
+        cfg = load_config(args.config)
+    else:
+        cfg = get_preset(args.preset or default_preset)
+    cam, runtime = cfg.cam, cfg.runtime
+    if args.backbone:
+        cam = dataclasses.replace(cam, backbone=args.backbone)
+        cfg = dataclasses.replace(cfg, irn=dataclasses.replace(cfg.irn, backbone=args.backbone),
+                                  deeplab=dataclasses.replace(cfg.deeplab, backbone=args.backbone))
+    if args.weights:
+        cam = dataclasses.replace(cam, weights=args.weights)
+        cfg = dataclasses.replace(cfg, deeplab=dataclasses.replace(cfg.deeplab, weights=args.weights))
+    if args.alpha is not None:
+        cam = dataclasses.replace(cam, alpha=args.alpha)
+    if args.cam_epochs is not None:
+        cam = dataclasses.replace(cam, epochs=args.cam_epochs)
+    if args.device:
+        runtime = dataclasses.replace(runtime, device=args.device)
+    if args.seed is not None:
+        runtime = dataclasses.replace(runtime, seed=args.seed)
+    return dataclasses.replace(cfg, cam=cam, runtime=runtime)
+
+
+def drain_with_tqdm(gen: Generator[Progress, None, T], *, quiet: bool = False) -> T:
+    """Run a progress generator, showing one tqdm bar per stage; returns its result."""
+    from tqdm.auto import tqdm
+
+    bar, stage = None, None
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if quiet:
+                continue
+            if p.stage != stage:
+                if bar is not None:
+                    bar.close()
+                bar, stage = tqdm(total=p.total or None, desc=p.stage, unit="step", leave=True), p.stage
+            bar.n = p.step
+            post = {} if p.loss is None else {"loss": f"{p.loss:.4f}"}
+            if p.message:
+                post["item"] = p.message[:24]
+            bar.set_postfix(post, refresh=False)
+            bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def require(path: Path | None, what: str, flag: str) -> Path:
+    """A required path option with a clear error when missing."""
+    if path is None:
+        raise DataError(f"{what} is needed: pass {flag} (or --sample for the built-in sample).")
+    return path

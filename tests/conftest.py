@@ -1,0 +1,23 @@
+"""Shared fixtures: tiny seeded synthetic data and a tiny CAM config."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    from napari_pcam.core.data.synthetic import make_synthetic
+
+    return make_synthetic(4, 64, seed=3)
+
+
+@pytest.fixture
+def tiny_cam_config():
+    from napari_pcam.core.config import CamConfig
+
+    return CamConfig(backbone="resnet18", weights="none", crop_size=64, batch_size=2, epochs=1, scale_range=(0.9, 1.1))
