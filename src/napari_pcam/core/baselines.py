@@ -1,0 +1,133 @@
+"""Baselines that use the same clicks as the PCAM chain, for the benchmark.
+
+- A random-forest pixel classifier on multiscale filter features (Gaussian-smoothed intensity, gradient
+  magnitude, Hessian eigenvalues: scikit-image's ``multiscale_basic_features``) trained on the clicked
+  pixels, which is what ilastik and napari-convpaint users do today.
+- Point-only DeepLabv3+ (Chen et al., ECCV 2018): a partial cross-entropy over the clicked pixels only, the
+  point-supervision baseline of Bearman et al., "What's the Point: Semantic Segmentation with Point
+  Supervision", ECCV 2016 (without its objectness prior). :func:`points_to_sparse_labels` makes the label
+  maps; :func:`~napari_pcam.core.stages.segmentation.train_deeplab` trains on them unchanged.
+- Fully supervised DeepLabv3+ on the true masks (the upper bound) is ``train_deeplab`` on the masks.
+"""
+
+from __future__ import annotations
+
+from typing import Generator, Sequence
+
+import numpy as np
+from skimage.feature import multiscale_basic_features
+
+from .data.images import ImageStack, normalise_image
+from .data.points import PointAnnotations
+from .errors import DataError
+from .progress import Progress, drain
+
+IGNORE = 255
+
+
+def points_to_sparse_labels(
+    points: PointAnnotations, shapes: Sequence[tuple[int, int]], *, radius: int = 0
+) -> list[np.ndarray]:
+    """Label maps that are 255 (ignore) everywhere except at the clicks.
+
+    Args:
+        points: Clicks (class 0 = background).
+        shapes: (H, W) of every image, in stack order.
+        radius: Also label the pixels within this distance of a click (0 = the clicked pixel only).
+            Where discs of different classes overlap, the later point wins.
+
+    Returns:
+        uint8 H x W per image: the click's class at labelled pixels, 255 elsewhere.
+    """
+    if radius < 0:
+        raise ValueError(f"radius={radius} must be >= 0.")
+    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disc = dy**2 + dx**2 <= radius**2
+    offsets = np.stack([dy[disc], dx[disc]], axis=1)
+    out = []
+    for i, (h, w) in enumerate(shapes):
+        lab = np.full((h, w), IGNORE, np.uint8)
+        yx, cls = points.for_image(i)
+        centres = np.clip(np.rint(yx).astype(np.int64), 0, [h - 1, w - 1])
+        for (y, x), c in zip(centres, cls):
+            py, px = y + offsets[:, 0], x + offsets[:, 1]
+            keep = (py >= 0) & (py < h) & (px >= 0) & (px < w)
+            lab[py[keep], px[keep]] = c
+        out.append(lab)
+    return out
+
+
+def pixel_features(image: np.ndarray, *, sigma_max: float = 16.0) -> np.ndarray:
+    """float32 H x W x F multiscale features of one ``H x W x C`` image (sigmas 1..``sigma_max``)."""
+    img = normalise_image(np.asarray(image))
+    feats = multiscale_basic_features(
+        img, intensity=True, edges=True, texture=True, sigma_min=1.0, sigma_max=sigma_max, channel_axis=-1
+    )
+    return feats.astype(np.float32)
+
+
+def random_forest_baseline(
+    train_images: ImageStack,
+    points: PointAnnotations,
+    predict_images: ImageStack,
+    *,
+    seed: int = 0,
+    radius: int = 0,
+    n_estimators: int = 100,
+) -> list[np.ndarray]:
+    """Train a random forest on the clicked pixels' features and label every pixel of ``predict_images``.
+
+    Args:
+        train_images: Images the points belong to.
+        points: Clicks; every class that should be predicted needs at least one.
+        predict_images: Images to label (may be the training images).
+        seed: Seed of the forest.
+        radius: Also use pixels within this distance of each click as training samples.
+        n_estimators: Trees in the forest.
+
+    Returns:
+        uint8 H x W label map per image of ``predict_images`` (class ids as in ``points``).
+
+    Raises:
+        DataError: no point at all, or different channel counts between the two stacks.
+    """
+    return drain(random_forest_steps(train_images, points, predict_images, seed=seed, radius=radius,
+                                      n_estimators=n_estimators))
+
+
+def random_forest_steps(
+    train_images: ImageStack,
+    points: PointAnnotations,
+    predict_images: ImageStack,
+    *,
+    seed: int = 0,
+    radius: int = 0,
+    n_estimators: int = 100,
+) -> Generator[Progress, None, list[np.ndarray]]:
+    """:func:`random_forest_baseline` as a generator yielding one :class:`Progress` per image."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    if len(points) == 0:
+        raise DataError("the random-forest baseline needs at least one clicked point.")
+    if train_images.channels != predict_images.channels:
+        raise DataError(
+            f"training images have {train_images.channels} channel(s), images to label {predict_images.channels}."
+        )
+    sparse = points_to_sparse_labels(points, train_images.shapes, radius=radius)
+    xs, ys = [], []
+    total = len(train_images) + len(predict_images)
+    for i, (img, lab) in enumerate(zip(train_images.images, sparse), start=1):
+        sel = lab != IGNORE
+        if sel.any():
+            xs.append(pixel_features(img)[sel])
+            ys.append(lab[sel])
+        yield Progress("random_forest", i, total, message="features of " + train_images.names[i - 1])
+    forest = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1)
+    forest.fit(np.concatenate(xs), np.concatenate(ys))
+    preds = []
+    for j, img in enumerate(predict_images.images, start=1):
+        feats = pixel_features(img)
+        preds.append(forest.predict(feats.reshape(-1, feats.shape[-1])).reshape(img.shape[:2]).astype(np.uint8))
+        yield Progress("random_forest", len(train_images) + j, total, message=predict_images.names[j - 1])
+    return preds
+

@@ -1,0 +1,148 @@
+"""DeepLabv3+ on the ResNet backbone registry, the final segmentation network of the chain.
+
+Chen, Zhu, Papandreou, Schroff & Adam, "Encoder-Decoder with Atrous Separable Convolution for Semantic
+Image Segmentation" (DeepLabv3+), ECCV 2018; the PCAM paper (McEver & Manjunath, section 3.3) trains it
+on the refined pseudo labels.
+
+Layout (output stride 16): a ResNet whose layer4 uses dilation 2 instead of stride 2; ASPP with rates
+6, 12, 18 plus image pooling (torchvision's :class:`~torchvision.models.segmentation.deeplabv3.ASPP`, 256
+channels); the stride-4 layer1 features projected to 48 channels and concatenated with the upsampled ASPP
+output; two 3x3 convolutions of 256 channels; a 1x1 classifier; bilinear upsampling to the input size.
+Plain convolutions are used (the paper's Xception variant uses separable ones); with ResNet-50 the model
+has 40.4 M parameters for 21 classes, in line with published DeepLabv3+ R50 models (about 40 M).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+from torchvision.models.segmentation.deeplabv3 import ASPP
+
+from .backbones import Backbone
+
+ASPP_RATES = (6, 12, 18)
+ASPP_CHANNELS = 256
+LOW_LEVEL_CHANNELS = 48
+DECODER_CHANNELS = 256
+
+
+def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class DeepLabDecoder(nn.Module):
+    """DeepLabv3+ decoder: fuse stride-16 ASPP features with projected stride-4 features.
+
+    Args:
+        low_level_channels: Channels of the stride-4 backbone features (layer1).
+        num_classes: Output classes, background included.
+    """
+
+    def __init__(self, *, low_level_channels: int, num_classes: int):
+        super().__init__()
+        self.project = _conv_bn_relu(low_level_channels, LOW_LEVEL_CHANNELS, 1)
+        self.fuse = nn.Sequential(
+            _conv_bn_relu(ASPP_CHANNELS + LOW_LEVEL_CHANNELS, DECODER_CHANNELS, 3),
+            _conv_bn_relu(DECODER_CHANNELS, DECODER_CHANNELS, 3),
+        )
+        self.classifier = nn.Conv2d(DECODER_CHANNELS, num_classes, 1)
+
+    def forward(self, aspp: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """float32 B x 256 x h16 x w16 and B x C_low x h4 x w4 -> logits B x K x h4 x w4."""
+        low = self.project(low)
+        up = F.interpolate(aspp, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.classifier(self.fuse(torch.cat([up, low], dim=1)))
+
+
+class DeepLabV3Plus(nn.Module):
+    """DeepLabv3+ with a ResNet encoder at output stride 16.
+
+    Args:
+        backbone: Registry name ('resnet18', 'resnet34', 'resnet50', 'resnet101').
+        weights: 'imagenet', 'none' or a path to a torchvision ResNet state dict (encoder only).
+        in_channels: Image channels.
+        num_classes: Output classes, background included (K).
+        freeze_bn: Freeze the encoder's BatchNorm. False (default) fine-tunes it, as the DeepLab papers do
+            with batches of 16 crops; True keeps ImageNet statistics, better for batches of 1-4 crops.
+            None follows the weights (frozen when pretrained, as in IRNet).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "resnet50",
+        weights: str = "imagenet",
+        in_channels: int = 3,
+        num_classes: int = 21,
+        freeze_bn: bool | None = False,
+    ):
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes={num_classes!r} must be an integer >= 2 (background + one class).")
+        self.encoder = _dilated_encoder(backbone, weights, in_channels, freeze_bn)
+        channels = self.encoder.channels
+        self.aspp = ASPP(channels[4], list(ASPP_RATES), ASPP_CHANNELS)
+        self.decoder = DeepLabDecoder(low_level_channels=channels[1], num_classes=num_classes)
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self._init_head()
+
+    def _init_head(self) -> None:
+        for module in [*self.aspp.modules(), *self.decoder.modules()]:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        # Small final layer: initial logits near 0, so the first loss is about log(K), not 5-10x that.
+        nn.init.normal_(self.decoder.classifier.weight, std=0.01)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of ASPP and decoder (newly initialised, never pretrained)."""
+        return [p for p in [*self.aspp.parameters(), *self.decoder.parameters()] if p.requires_grad]
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of the ResNet encoder."""
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 B x C x H x W (any H, W >= 16; batches of 1 in eval mode) -> logits float32 B x K x H x W.
+
+        The ASPP image-pooling branch has BatchNorm on 1 x 1 maps, so training needs batches of 2 or more.
+        """
+        feats = self.encoder(x)
+        logits = self.decoder(self.aspp(feats[4]), feats[1])
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _dilated_encoder(name: str, weights: str, in_channels: int, freeze_bn: bool | None) -> Backbone:
+    """Backbone at output stride 16 whose layer4 is dilated (rate 2) instead of strided.
+
+    torchvision builds dilated Bottleneck ResNets (50/101) itself but refuses dilation in BasicBlock
+    (ResNet-18/34). For those the stride of layer4 is removed and the 3x3 convolutions of every block
+    after the first get dilation 2, which is what torchvision does for Bottleneck layers.
+    """
+    kwargs = dict(name=name, weights=weights, in_channels=in_channels, freeze_bn=freeze_bn)
+    try:
+        return Backbone(dilate_last=True, **kwargs)
+    except NotImplementedError:  # torchvision: "Dilation > 1 not supported in BasicBlock"
+        encoder = Backbone(dilate_last=False, **kwargs)
+    for block in list(encoder.layer4)[1:]:
+        if not isinstance(block, BasicBlock):
+            raise TypeError(f"backbone {name!r} has layer4 blocks that DeepLabv3+ cannot dilate.")
+        for conv in (block.conv1, block.conv2):
+            conv.dilation, conv.padding = (2, 2), (2, 2)
+    return encoder
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())

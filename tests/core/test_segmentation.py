@@ -1,0 +1,157 @@
+"""Training DeepLabv3+ on label maps, sliding-window prediction and checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pcam.core.config import DeepLabConfig
+from napari_pcam.core.data.images import ImageStack, image_to_tensor
+from napari_pcam.core.data.synthetic import make_synthetic
+from napari_pcam.core.errors import CheckpointError, ConfigError, DataError
+from napari_pcam.core.progress import Progress, drain
+from napari_pcam.core.stages.segmentation import (
+    augment,
+    load_segmenter,
+    predict,
+    predict_logits,
+    save_segmenter,
+    train_deeplab,
+)
+
+TINY = DeepLabConfig(
+    backbone="resnet18", weights="none", lr=0.01, epochs=1, batch_size=2, crop_size=48, scale_range=(1.0, 1.0),
+    flip=False, min_steps=12,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(2, 48, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    gen = train_deeplab(data.images, data.masks, 4, TINY, device="cpu", seed=0, class_names=data.class_names)
+    records = []
+    while True:
+        try:
+            records.append(next(gen))
+        except StopIteration as stop:
+            return stop.value, records
+
+
+def test_training_yields_progress_and_reduces_the_loss(trained):
+    seg, records = trained
+    steps = [r for r in records if r.step > 0]
+    assert all(isinstance(r, Progress) and r.stage == "deeplab" for r in records)
+    assert [r.step for r in steps] == list(range(1, 13)) and steps[-1].total == 12
+    assert all(np.isfinite(r.loss) for r in steps)
+    assert np.mean(seg.losses[-3:]) < 0.8 * np.mean(seg.losses[:3])
+    assert not seg.model.training
+
+
+def test_sparse_click_labels_train_point_only_baseline(data):
+    sparse = [np.full(m.shape, 255, np.uint8) for m in data.masks]
+    for lab, mask in zip(sparse, data.masks):
+        lab[5, 7], lab[30, 20] = mask[5, 7], mask[30, 20]
+    cfg = DeepLabConfig(**{**TINY.__dict__, "min_steps": 2, "scale_range": (0.5, 1.5), "flip": True})
+    seg = drain(train_deeplab(data.images, sparse, 4, cfg, device="cpu", seed=1))
+    assert len(seg.losses) == 2 and all(np.isfinite(seg.losses))
+
+
+def test_all_ignore_labels_are_a_clear_error(data):
+    labels = [np.full(m.shape, 255, np.uint8) for m in data.masks]
+    with pytest.raises(DataError, match="255"):
+        drain(train_deeplab(data.images, labels, 4, TINY, device="cpu"))
+
+
+def test_label_values_outside_the_classes_are_rejected(data):
+    labels = [m.copy() for m in data.masks]
+    labels[1][0, 0] = 7
+    with pytest.raises(DataError, match="value 7"):
+        drain(train_deeplab(data.images, labels, 4, TINY, device="cpu"))
+
+
+def test_freeze_bn_without_pretrained_weights_is_a_config_error():
+    with pytest.raises(ConfigError, match="freeze_bn"):
+        DeepLabConfig(weights="none", freeze_bn=True)
+
+
+def test_downscaling_keeps_every_clicked_pixel_and_alignment():
+    lab = np.full((64, 64), 255, np.uint8)
+    lab[[3, 4, 40, 63], [3, 4, 17, 0]] = [1, 2, 3, 1]  # neighbouring clicks included
+    img = torch.from_numpy(np.where(lab == 255, 0, lab).astype(np.float32))[None].repeat(3, 1, 1)
+    cfg = DeepLabConfig(crop_size=64, scale_range=(0.5, 0.5), flip=True)
+    for seed in range(4):
+        x, y = augment(img, torch.from_numpy(lab.astype(np.int64)), cfg, np.random.default_rng(seed))
+        assert x.shape == (3, 64, 64) and y.shape == (64, 64)
+        assert sorted(y[y != 255].tolist()) == [1, 1, 2, 3] or sorted(y[y != 255].tolist()) == [1, 2, 3]
+        assert (y[32:, :] == 255).all() and ((y[:, 32:] == 255).all() or (y[:, :32] == 255).all())  # padding
+
+
+def test_augmentation_moves_image_and_labels_together():
+    rng = np.random.default_rng(0)
+    lab = rng.integers(0, 4, (40, 56)).astype(np.int64)
+    img = torch.from_numpy(lab.astype(np.float32))[None]
+    cfg = DeepLabConfig(crop_size=32, scale_range=(1.0, 1.0), flip=True)
+    for seed in range(6):
+        x, y = augment(img, torch.from_numpy(lab), cfg, np.random.default_rng(seed))
+        assert torch.equal(x[0].long(), y)
+
+
+def test_tiled_prediction_is_the_mean_of_the_tile_outputs(trained):
+    seg, _ = trained
+    image = make_synthetic(1, (64, 96), seed=5).images.images[0]
+    tiled = predict_logits(seg.model, image, tile_size=64, tile_overlap=32, batch=2)
+    x = image_to_tensor(image)
+    with torch.no_grad():
+        tiles = seg.model(torch.stack([x[:, :, 0:64], x[:, :, 32:96]]))
+    ref = torch.zeros(4, 64, 96)
+    ref[:, :, :64] += tiles[0]
+    ref[:, :, 32:] += tiles[1]
+    ref[:, :, 32:64] /= 2
+    torch.testing.assert_close(tiled, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_whole_image_prediction_when_it_fits_equals_the_model(trained):
+    seg, _ = trained
+    image = make_synthetic(1, (48, 80), seed=6).images.images[0]
+    labels = predict(seg.model, image, tile_size=1024, tile_overlap=256)
+    with torch.no_grad():
+        ref = seg.model(image_to_tensor(image)[None])[0].argmax(0).numpy()
+    assert labels.dtype == np.uint8 and labels.shape == (48, 80)
+    np.testing.assert_array_equal(labels, ref)
+
+
+def test_prediction_with_other_channel_count_is_a_clear_error(trained):
+    seg, _ = trained
+    with pytest.raises(DataError, match="channel"):
+        predict(seg.model, np.zeros((32, 32, 1), np.uint8))
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path, data):
+    seg, _ = trained
+    save_segmenter(seg, tmp_path / "deeplab.pt")
+    loaded = load_segmenter(tmp_path / "deeplab.pt", class_names=data.class_names)
+    assert loaded.config == seg.config and loaded.class_names == seg.class_names
+    image = data.images.images[0]
+    np.testing.assert_array_equal(loaded.predict(image), seg.predict(image))
+    assert [p.name for p in tmp_path.iterdir()] == ["deeplab.pt"]  # atomic write leaves no temp file
+
+
+def test_checkpoint_errors(trained, tmp_path):
+    seg, _ = trained
+    path = tmp_path / "deeplab.pt"
+    save_segmenter(seg, path)
+    with pytest.raises(CheckpointError, match="classes"):
+        load_segmenter(path, class_names=("background", "a", "b", "c"))
+    data = torch.load(path, weights_only=True)
+    torch.save({**data, "format_version": 99}, tmp_path / "v99.pt")
+    with pytest.raises(CheckpointError, match="version"):
+        load_segmenter(tmp_path / "v99.pt")
+    torch.save({**data, "kind": "pcam"}, tmp_path / "pcam.pt")
+    with pytest.raises(CheckpointError, match="deeplab"):
+        load_segmenter(tmp_path / "pcam.pt")
+    (tmp_path / "bad.pt").write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_segmenter(tmp_path / "bad.pt")
