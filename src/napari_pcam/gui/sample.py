@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.data.synthetic import load_sample
-
-CLASS_COLORS = ("#808080", "#2ca02c", "#d62728", "#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
+from .classes import CLASS_COLORS
 
 
 def sample_layers() -> list[tuple]:
@@ -25,7 +24,10 @@ def sample_layers() -> list[tuple]:
                 "features": {"class": classes},
                 "face_color": colors,
                 "size": 5,
-                "metadata": {"class_names": list(data.class_names)},
+                "metadata": {
+                    "class_names": list(data.class_names),
+                    "class_colors": [CLASS_COLORS[i % len(CLASS_COLORS)] for i in range(len(data.class_names))],
+                },
             },
             "points",
         ),

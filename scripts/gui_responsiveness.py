@@ -1,0 +1,70 @@
+"""GUI responsiveness while PCAM trains on the CPU, on the built-in sample; prints JSON.
+
+Measures (1) the largest gap between ticks of a 10 ms QTimer while the training worker runs (the viewer
+is responsive when this stays well under 100 ms) and (2) the time from pressing Train to the first PCAM
+heatmap layer. Run under a display or Xvfb: ``xvfb-run -a python scripts/gui_responsiveness.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import numpy as np  # noqa: E402
+from qtpy.QtCore import QTimer  # noqa: E402
+
+from _sample_session import open_sample_session, wait_for  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=10, help="PCAM epochs (the sample preset uses 60)")
+    args = parser.parse_args()
+    viewer, train = open_sample_session(args.epochs)
+    ticks: list[float] = []
+    first_layer: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+
+    def on_inserted(event) -> None:
+        if not first_layer and "pcam_result" in event.value.metadata:
+            first_layer.append(time.perf_counter())
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    timer.start()
+    start = time.perf_counter()
+    train.train_button.click()
+    wait_for(train)
+    end = time.perf_counter()
+    timer.stop()
+    inside = np.array([t for t in ticks if start <= t <= end])
+    gaps = np.diff(inside) * 1000
+    worst = np.argsort(gaps)[::-1][:5]
+    result = {
+        "status": train.status.text(),
+        "pcam_epochs": args.epochs,
+        "torch_threads_in_worker": max(1, (os.cpu_count() or 2) - 1),
+        "cpu_count": os.cpu_count(),
+        "training_seconds": round(end - start, 2),
+        "timer_ticks": int(len(gaps) + 1),
+        "max_tick_gap_ms": round(float(gaps.max()), 1),
+        "p99_tick_gap_ms": round(float(np.percentile(gaps, 99)), 1),
+        "median_tick_gap_ms": round(float(np.median(gaps)), 1),
+        "largest_gaps_ms_at_s": [[round(float(gaps[i]), 1), round(float(inside[i] - start), 2)] for i in worst],
+        "train_to_first_pcam_layer_s": round(first_layer[0] - start, 2) if first_layer else None,
+    }
+    print(json.dumps(result, indent=2))
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

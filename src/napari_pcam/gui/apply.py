@@ -1,0 +1,154 @@
+"""Apply / save / load widget: run the current model on any image layer; save it; load a model file.
+
+The current model is shared per viewer (see :mod:`.models`): the training widget sets it when a PCAM
+stage finishes, Load replaces it. A model whose classes differ from the chosen points layer's classes
+is refused with a notification.
+"""
+
+from __future__ import annotations
+
+import os
+
+from magicgui.widgets import ComboBox, Container
+from napari.layers import Image, Labels, Points
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from ..core.errors import DataError, PcamError
+from .annotation import CHANNEL_CHOICES
+from .classes import CLASS_COLORS, get_classes
+from .convert import image_stack
+from .jobs import predict_job
+from .models import check_classes, load_model, session_for
+from .results import ResultTarget
+
+
+class ApplyWidget(QWidget):
+    """Apply the current model to an image layer; save or load models.
+
+    Args:
+        napari_viewer: The viewer (injected by napari).
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.worker = None
+        self.target: ResultTarget | None = None
+        self.image = ComboBox(label="image", choices=self._image_choices)
+        self.channel_axis = ComboBox(label="channel axis", choices=CHANNEL_CHOICES, value=None)
+        self.classes_from = ComboBox(label="classes of", choices=self._points_choices, nullable=True, value=None)
+        self.form = Container(widgets=[self.image, self.channel_axis, self.classes_from])
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.apply_button = QPushButton("Apply model")
+        self.apply_button.clicked.connect(self.apply)
+        load, save = QPushButton("Load model…"), QPushButton("Save model…")
+        load.clicked.connect(self._ask_load)
+        save.clicked.connect(self._ask_save)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.model_label)
+        row = QHBoxLayout()
+        for button in (self.apply_button, load, save):
+            row.addWidget(button)
+        layout.addLayout(row)
+        layout.addStretch(1)
+        self.session.model_changed.connect(self._show_model)
+        self._show_model(self.session.model)
+        self.reset_choices()
+
+    def _image_choices(self, _widget=None) -> list:
+        return [lay for lay in self.viewer.layers if isinstance(lay, (Image, Labels)) and "pcam_result" not in lay.metadata]
+
+    def _points_choices(self, _widget=None) -> list:
+        return [lay for lay in self.viewer.layers if isinstance(lay, Points)]
+
+    def reset_choices(self, *_) -> None:
+        """Refresh the layer pickers (napari calls this when layers change)."""
+        self.form.reset_choices()
+
+    def _show_model(self, model) -> None:
+        if model is None:
+            self.model_label.setText("model: none (train one, or load a model file)")
+        else:
+            source = f" from {model.source}" if getattr(model, "source", None) else ""
+            self.model_label.setText(f"model: {model.kind}{source}; classes {', '.join(model.class_names)}")
+
+    def _colors(self, names) -> list[str]:
+        points = self.classes_from.value
+        if points is not None:
+            layer_names, layer_colors = get_classes(points)
+            if list(layer_names) == list(names):
+                return layer_colors
+        return [CLASS_COLORS[i % len(CLASS_COLORS)] for i in range(len(names))]
+
+    def apply(self) -> None:
+        """Run the current model on the chosen image layer; results appear as layers."""
+        if self.worker is not None:
+            show_info("the model is already being applied.")
+            return
+        model = self.session.model
+        try:
+            if model is None:
+                raise DataError("there is no model yet: train one or load a model file first.")
+            image = self.image.value
+            if image is None:
+                raise DataError("choose an image layer to apply the model to.")
+            stack = image_stack(image, self.channel_axis.value)
+            if self.classes_from.value is not None:
+                check_classes(model, get_classes(self.classes_from.value)[0])
+            names = list(model.class_names)
+            target = ResultTarget(self.viewer, image, names, self._colors(names), self.channel_axis.value)
+        except PcamError as exc:
+            show_error(str(exc))
+            return
+        self.worker = create_worker(
+            predict_job, model, stack, threads=max(1, (os.cpu_count() or 2) - 1),
+            _start_thread=False, _connect={"errored": lambda exc: None},
+        )
+        self.target = target
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.finished.connect(self._on_finished)
+        self.apply_button.setEnabled(False)
+        self.worker.start()
+
+    def _on_progress(self, progress) -> None:
+        self.target.show(progress)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.apply_button.setEnabled(True)
+
+    def load(self, path) -> None:
+        """Load a model file (PCAM or DeepLab checkpoint) as the current model."""
+        model = load_model(path)
+        if self.classes_from.value is not None:
+            check_classes(model, get_classes(self.classes_from.value)[0])
+        self.session.set_model(model)
+
+    def save(self, path) -> None:
+        """Write the current model to ``path``."""
+        if self.session.model is None:
+            raise DataError("there is no model to save yet.")
+        self.session.model.save(path)
+        show_info(f"model saved to {path}")
+
+    def _ask_load(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "napari-pcam models (*.pt *.pth)")
+        if path:
+            _guard(lambda: self.load(path))
+
+    def _ask_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.pt", "napari-pcam models (*.pt)")
+        if path:
+            _guard(lambda: self.save(path))
+
+
+def _guard(action) -> None:
+    try:
+        action()
+    except PcamError as exc:
+        show_error(str(exc))

@@ -1,0 +1,79 @@
+"""Fixtures of the GUI tests: tiny synthetic layers, captured notifications, fast training settings."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ["OMP_NUM_THREADS"] = "1"
+pytest.importorskip("napari")
+
+
+@pytest.fixture
+def notes():
+    """Messages of the napari notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    messages: list[str] = []
+
+    def record(event):
+        notification = getattr(event, "value", event)
+        messages.append(str(notification.message))
+
+    notification_manager.notification_ready.connect(record)
+    yield messages
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """Two seeded 64 px RGB images with masks and clicks (classes background, cell, fiber, crystal)."""
+    from napari_pcam.core.data.synthetic import make_synthetic
+
+    return make_synthetic(2, 64, seed=6)
+
+
+@pytest.fixture
+def tiny_layers(make_napari_viewer, tiny):
+    """A viewer holding the tiny data as an RGB stack and a pcam Points layer."""
+    from napari_pcam.gui.classes import CLASS_COLORS
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.stack(tiny.images.images), rgb=True, name="tiny", scale=(1, 0.5, 0.5))
+    pts = np.column_stack([tiny.points.image, tiny.points.yx]) * [1, 0.5, 0.5]
+    names = list(tiny.class_names)
+    points = viewer.add_points(
+        pts, name="tiny points", features={"class": [names[c] for c in tiny.points.cls]},
+        metadata={"class_names": names, "class_colors": list(CLASS_COLORS[: len(names)])},
+    )
+    return viewer, image, points
+
+
+@pytest.fixture
+def fast():
+    """A function that puts tiny CPU settings on a training widget."""
+    return _fast_settings
+
+
+def _fast_settings(widget) -> None:
+    """Tiny CPU settings on a training widget (resnet18, no weights, one epoch of 64 px crops)."""
+    widget.preset.value = "sample"
+    widget.weights.value = "none"
+    widget.main["cam.backbone"].value = "resnet18"
+    widget.main["runtime.device"].value = "cpu"
+    widget.main["cam.epochs"].value = 1
+    widget.advanced["cam.crop_size"].value = 64
+    widget.advanced["cam.batch_size"].value = 2
+    widget.advanced["runtime.amp"].value = False
+
+
+@pytest.fixture
+def wait_idle(qtbot):
+    """A function that waits until a widget's worker has finished."""
+
+    def wait(widget, timeout=90_000) -> None:
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+    return wait

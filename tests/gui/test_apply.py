@@ -1,0 +1,40 @@
+"""Apply widget: load a model file, apply it to another image layer, save it again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_pcam.core.config import CamConfig
+from napari_pcam.core.models.cam import CamNet
+from napari_pcam.core.stages.cam import TrainedCam
+from napari_pcam.gui.apply import ApplyWidget
+
+
+@pytest.mark.gui
+def test_load_apply_save(tiny_layers, tmp_path, wait_idle):
+    viewer, image, points = tiny_layers
+    names = tuple(points.metadata["class_names"])
+    model = CamNet(backbone="resnet18", weights="none", in_channels=3, num_classes=len(names) - 1)
+    TrainedCam(model, CamConfig(backbone="resnet18", weights="none"), names).save(tmp_path / "m.pt")
+    other = viewer.add_image(np.random.default_rng(0).integers(0, 255, (48, 40, 3), np.uint8), rgb=True,
+                             name="new", translate=(5, 7))
+    widget = ApplyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.classes_from.value = points
+    widget.load(tmp_path / "m.pt")
+    assert "pcam" in widget.model_label.text()
+    widget.image.value = other
+    widget.apply()
+    wait_idle(widget, timeout=60_000)
+    labels = viewer.layers["new pcam labels"]
+    assert labels.data.shape == (48, 40) and labels.data.dtype == np.uint8
+    np.testing.assert_allclose(labels.translate, (5, 7))
+    assert set(np.unique(labels.data)) <= set(range(len(names)))
+    for name in names[1:]:
+        assert viewer.layers[f"new pcam {name}"].data.shape == (48, 40)
+    np.testing.assert_allclose(labels.colormap.map(np.array([1]))[0][:3],
+                               np.array([int(points.metadata["class_colors"][1][i:i + 2], 16) for i in (1, 3, 5)]) / 255,
+                               atol=1e-3)
+    widget.save(tmp_path / "copy.pt")
+    assert TrainedCam.load(tmp_path / "copy.pt").class_names == names
