@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of napari-pcam's algorithms against reference formulations."""
