@@ -11,9 +11,12 @@ import argparse
 import sys
 
 from ..core.errors import PcamError
+from . import benchmark as _benchmark
+from . import refine as _refine
 from . import run as _run
+from . import segment as _segment
 
-COMMANDS = [_run]
+COMMANDS = [_run, _segment, _refine, _benchmark]
 
 
 def build_parser() -> argparse.ArgumentParser:

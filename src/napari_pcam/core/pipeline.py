@@ -1,4 +1,4 @@
-"""The only place that chains the stages: PCAM -> CAMs -> (IRNet -> refined labels -> DeepLabv3+).
+"""The only place that chains the stages: PCAM -> CAMs -> IRNet -> refined labels -> DeepLabv3+ -> final labels.
 
 :func:`run_pipeline` is a generator: it yields the :class:`Progress` of every stage and returns a
 :class:`RunResult`. Every stage's output is cached in the run folder (see :mod:`.run_folder`), so an
@@ -26,8 +26,11 @@ from .progress import Progress
 from .run_folder import RunFolder, fingerprint
 from .stages.cam import TrainedCam, train_cam
 from .stages.cam_inference import compute_cams
+from .stages.irn import TrainedIrn, load_irn, train_irn
+from .stages.random_walk import refine_images
+from .stages.segmentation import TrainedSegmenter, load_segmenter, save_segmenter, train_deeplab
 
-STAGES = ("pcam", "cams")
+STAGES = ("pcam", "cams", "irn", "refined", "deeplab", "final")
 
 
 @dataclass
@@ -85,6 +88,16 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     cams: list[CamMaps] | None = None
     pcam: TrainedCam | None = None
+    irn: TrainedIrn | None = None
+    refined: list[np.ndarray] | None = None
+    segmenter: TrainedSegmenter | None = None
+    final: list[np.ndarray] | None = None
+    val_final: list[np.ndarray] | None = None
+
+    @property
+    def bundle_path(self) -> Path:
+        """Folder of the trained model bundle (exists after the 'final' stage)."""
+        return self.folder / "model"
 
 
 def image_keys(points: PointAnnotations, n_images: int, restrict: bool) -> list[np.ndarray | None]:
@@ -102,35 +115,66 @@ def run_pipeline(
     config: PipelineConfig,
     out: str | Path,
     *,
-    until: str = "pcam",
+    until: str = "final",
     force: bool = False,
+    init: TrainedCam | None = None,
 ) -> Generator[Progress, None, RunResult]:
-    """Run the chain up to ``until`` into the folder ``out``; resumes from cached stages."""
-    if until not in STAGES and until != "pcam":
+    """Run the chain up to ``until`` into the folder ``out``; resumes from cached stages.
+
+    Args:
+        data: Images, points and optional masks / held-out images.
+        config: All stage settings.
+        out: Run folder (created; see :class:`~.run_folder.RunFolder` for what may be overwritten).
+        until: Last stage: one of :data:`STAGES`.
+        force: Recompute stages whose cached results were made with other data or settings.
+        init: Fine-tune this PCAM model instead of training one from the configured weights.
+    """
+    if until not in STAGES:
         raise DataError(f"until={until!r} is not a stage; choose one of {', '.join(STAGES)}.")
+    last = STAGES.index(until)
     folder = RunFolder(out, force=force)
     config.save(folder.path("config.toml"))
     result = RunResult(folder.root)
-    k_pcam = fingerprint(data.key(), to_dict(config.cam), config.runtime.seed,
-                         fingerprint(list(data.masks)) if config.cam.point_mode == "all" else "")
-    result.pcam = yield from _stage_pcam(data, config, folder, k_pcam)
-    k_cams = fingerprint(k_pcam, to_dict(config.cam_inference))
-    result.cams = yield from _stage_cams(data, config, folder, result.pcam, k_cams)
+    names = data.points.class_names
+    k = fingerprint(data.key(), to_dict(config.cam), config.runtime.seed,
+                    fingerprint(list(data.masks)) if config.cam.point_mode == "all" else "",
+                    "init" if init is None else fingerprint(init.model.state_dict()["classifier.weight"].numpy()))
+    result.pcam = yield from _stage_pcam(data, config, folder, k, init)
+    k = fingerprint(k, to_dict(config.cam_inference))
+    result.cams = yield from _stage_cams(data, config, folder, result.pcam, k)
     if data.masks is not None:
         thr = config.cam_inference.bg_threshold
-        scores = evaluate(list(data.masks), [c.labels(thr) for c in result.cams], data.points.class_names)
-        _update_metrics(folder, result, "train", "pcam", scores)
+        _update_metrics(folder, result, "train", "pcam", evaluate(list(data.masks), [c.labels(thr) for c in result.cams], names))
+    if last < STAGES.index("irn"):
+        return result
+    k = fingerprint(k, to_dict(config.irn), to_dict(config.affinity))
+    result.irn = yield from _stage_irn(data, config, folder, result, k)
+    if last < STAGES.index("refined"):
+        return result
+    k = fingerprint(k, to_dict(config.random_walk))
+    gen = refine_images(data.images, result.cams, result.irn, config.random_walk, device=config.runtime.device)
+    result.refined = yield from _stage_labels("refined", gen, data.images, folder, k)
+    if data.masks is not None and not config.random_walk.instances:
+        _update_metrics(folder, result, "train", "refined", evaluate(list(data.masks), result.refined, names))
+    if last < STAGES.index("deeplab"):
+        return result
+    k = fingerprint(k, to_dict(config.deeplab))
+    result.segmenter = yield from _stage_deeplab(data, config, folder, result, k)
+    if last < STAGES.index("final"):
+        return result
+    yield from _stage_final(data, config, folder, result, k)
     return result
 
 
-def _stage_pcam(data: RunData, config: PipelineConfig, folder: RunFolder, key: str):
+def _stage_pcam(data: RunData, config: PipelineConfig, folder: RunFolder, key: str, init: TrainedCam | None):
     path = folder.path("models", "pcam.pt")
     if folder.is_done("pcam", key) and path.is_file():
         yield Progress("pcam", 1, 1, message="cached")
         return TrainedCam.load(path, data.points.class_names)
     folder.forget("pcam")
     start = time.perf_counter()
-    trained = yield from train_cam(data.images, data.points, config.cam, runtime=config.runtime, masks=data.masks)
+    trained = yield from train_cam(data.images, data.points, config.cam, runtime=config.runtime, masks=data.masks,
+                                   init=init)
     trained.save(path)
     folder.mark_done("pcam", key, time.perf_counter() - start)
     return trained
@@ -160,13 +204,111 @@ def _stage_cams(data: RunData, config: PipelineConfig, folder: RunFolder, traine
     return cams
 
 
+def _stage_irn(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str):
+    path = folder.path("models", "irn.pt")
+    if folder.is_done("irn", key) and path.is_file():
+        yield Progress("irn", 1, 1, message="cached")
+        return load_irn(path)
+    folder.forget("irn")
+    start = time.perf_counter()
+    init_state = None
+    if config.irn.weights == "same":
+        if config.irn.backbone != config.cam.backbone:
+            raise DataError(
+                f"irn.weights='same' reuses the PCAM backbone ({config.cam.backbone}), but irn.backbone is "
+                f"{config.irn.backbone}; use the same backbone or other irn.weights."
+            )
+        init_state = result.pcam.model.backbone.state_dict()
+    trained = yield from train_irn(data.images, result.cams, config.irn, config.affinity,
+                                   device=config.runtime.device, seed=config.runtime.seed, init_backbone_state=init_state)
+    trained.save(path)
+    folder.mark_done("irn", key, time.perf_counter() - start)
+    return trained
+
+
+def _stage_labels(stage: str, gen, images: ImageStack, folder: RunFolder, key: str, sub: str | None = None):
+    """Drain a per-image label generator, writing ``<sub>/<stem>.tif`` atomically; cached on rerun."""
+    sub = sub or stage
+    paths = [folder.path(sub, f"{Path(n).stem}.tif") for n in images.names]
+    if folder.is_done(stage, key) and all(p.is_file() for p in paths):
+        import tifffile
+
+        yield Progress(stage, len(paths), len(paths), message="cached")
+        return [tifffile.imread(p) for p in paths]
+    folder.forget(stage)
+    start = time.perf_counter()
+    out = []
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            labels = stop.value
+            break
+        yield Progress(stage, p.step, p.total, loss=p.loss, message=p.message, metrics=p.metrics, preview=p.preview)
+    for path, lab in zip(paths, labels):
+        write_tiff(path, lab)
+        out.append(lab)
+    folder.mark_done(stage, key, time.perf_counter() - start)
+    return out
+
+
+def _stage_deeplab(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str):
+    path = folder.path("models", "deeplab.pt")
+    names = data.points.class_names
+    if folder.is_done("deeplab", key) and path.is_file():
+        yield Progress("deeplab", 1, 1, message="cached")
+        return load_segmenter(path, class_names=names, device=config.runtime.device)
+    folder.forget("deeplab")
+    start = time.perf_counter()
+    trained = yield from train_deeplab(data.images, result.refined, len(names), config.deeplab,
+                                       device=config.runtime.device, seed=config.runtime.seed,
+                                       amp=config.runtime.amp, class_names=names)
+    save_segmenter(trained, path)
+    folder.mark_done("deeplab", key, time.perf_counter() - start)
+    return trained
+
+
+def _predict_all(segmenter: TrainedSegmenter, images: ImageStack, config: PipelineConfig, stage: str):
+    out = []
+    for i, img in enumerate(images.images):
+        lab = segmenter.predict(img, device=config.runtime.device, amp=config.runtime.amp)
+        out.append(lab)
+        yield Progress(stage, i + 1, len(images), message=images.names[i], preview=lab)
+    return out
+
+
+def _stage_final(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str):
+    from .bundle import save_bundle
+
+    names = data.points.class_names
+    result.final = yield from _stage_labels("final", _predict_all(result.segmenter, data.images, config, "final"),
+                                            data.images, folder, key)
+    if data.masks is not None:
+        _update_metrics(folder, result, "train", "final", evaluate(list(data.masks), result.final, names))
+    if data.val_images is not None:
+        gen = _predict_all(result.segmenter, data.val_images, config, "val_final")
+        result.val_final = yield from _stage_labels("val_final", gen, data.val_images, folder,
+                                                    fingerprint(key, data.val_images.images))
+        _update_metrics(folder, result, "val", "final", evaluate(list(data.val_masks), result.val_final, names))
+    if not (result.bundle_path / "bundle.json").is_file() or not folder.is_done("bundle", key):
+        save_bundle(result.bundle_path, segmenter=result.segmenter, pcam=result.pcam,
+                    irn_path=folder.path("models", "irn.pt"), config=config)
+        folder.mark_done("bundle", key, 0.0)
+
+
 def _update_metrics(folder: RunFolder, result: RunResult, split: str, stage: str, scores: dict) -> None:
-    path = folder.path("metrics.json")
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    """Add one score to this invocation's metrics and rewrite ``metrics.json`` atomically.
+
+    The file describes the stages of the latest invocation only (cached stages are re-evaluated from their
+    stored outputs), so no number from an older configuration survives a rerun.
+    """
+    metrics = result.metrics
     metrics.setdefault(split, {})[stage] = round(scores["miou"], 2)
     metrics.setdefault("per_class", {}).setdefault(split, {})[stage] = {
         k: (None if v is None else round(v, 2)) for k, v in scores["per_class"].items()
     }
-    metrics["seconds"] = folder.seconds()
-    atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
-    result.metrics = metrics
+    done = set(metrics.get("train", {})) | set(metrics.get("val", {}))
+    last = max(STAGES.index(s) for s in done if s in STAGES)
+    wanted = set(STAGES[: last + 1]) | ({"val_final"} if "val" in metrics else set())
+    metrics["seconds"] = {k: v for k, v in folder.seconds().items() if k in wanted}
+    atomic_write_text(folder.path("metrics.json"), json.dumps(metrics, indent=2) + "\n")

@@ -1,8 +1,9 @@
 """Seeded synthetic images with ground-truth masks and clicks: the built-in sample and test data.
 
 Three textured object classes on a cluttered, noisy background; each image holds a random subset of
-the classes, objects may touch or overlap (the later one occludes), and the per-object colour jitter is
-large enough that colour alone does not give the class: shape and texture do.
+the classes, objects may touch or overlap (the later one occludes). Each class has a typical colour with
+per-object jitter, and small smooth background "debris" blobs borrow the class colours, so colour alone
+does not give the class: shape and texture do.
 
 Classes: 0 background, 1 ``cell`` (round, fine speckle), 2 ``fiber`` (elongated, striped along its axis),
 3 ``crystal`` (polygon, coarse checker grain).
@@ -20,6 +21,7 @@ from .images import ImageStack
 from .points import PointAnnotations
 
 CLASS_NAMES = ("background", "cell", "fiber", "crystal")
+CLASS_COLOURS = {1: (0.35, 0.75, 0.35), 2: (0.8, 0.35, 0.3), 3: (0.35, 0.45, 0.85)}
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ def make_synthetic(
     *,
     seed: int = 0,
     objects: tuple[int, int] = (2, 4),
-    bg_points: int = 3,
+    bg_points: int = 5,
     noise: float = 0.06,
     grayscale: bool = False,
 ) -> SyntheticData:
@@ -82,6 +84,9 @@ def _make_image(rng, h, w, present, objects, noise):
     clutter = clutter / (np.abs(clutter).max() + 1e-6)
     img = base[None, None, :] + 0.12 * clutter[..., None] * rng.uniform(0.5, 1.0, 3)
     mask = np.zeros((h, w), np.uint8)
+    for _ in range(int(rng.integers(0, 3))):  # debris: background that looks like an object's colour
+        rr, cc = ellipse(rng.uniform(0, h), rng.uniform(0, w), *(rng.uniform(0.03, 0.06, 2) * min(h, w)), shape=(h, w))
+        img[rr, cc] = np.clip(np.array(CLASS_COLOURS[int(rng.integers(1, 4))]) + rng.normal(0, 0.08, 3), 0, 1)
     n_obj = int(rng.integers(objects[0], objects[1] + 1))
     classes = [present[k % len(present)] for k in range(n_obj)]
     rng.shuffle(classes)
@@ -90,7 +95,7 @@ def _make_image(rng, h, w, present, objects, noise):
         rr, cc, angle = _shape(rng, c, h, w, shapes)
         if len(rr) < 12:
             continue
-        colour = np.clip(base + rng.normal(0, 0.18, 3) + 0.12, 0.05, 0.95)
+        colour = np.clip(np.array(CLASS_COLOURS[c]) + rng.normal(0, 0.08, 3), 0.05, 0.95)
         tex = _texture(c, yy[rr, cc], xx[rr, cc], angle, rng)
         img[rr, cc] = colour[None, :] * (0.75 + 0.25 * tex[:, None])
         mask[rr, cc] = c

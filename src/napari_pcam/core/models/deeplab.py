@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from .backbones import Backbone
@@ -85,7 +84,9 @@ class DeepLabV3Plus(nn.Module):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes={num_classes!r} must be an integer >= 2 (background + one class).")
-        self.encoder = _dilated_encoder(backbone, weights, in_channels, freeze_bn)
+        self.encoder = Backbone(
+            name=backbone, weights=weights, in_channels=in_channels, dilate_last=True, freeze_bn=freeze_bn
+        )
         channels = self.encoder.channels
         self.aspp = ASPP(channels[4], list(ASPP_RATES), ASPP_CHANNELS)
         self.decoder = DeepLabDecoder(low_level_channels=channels[1], num_classes=num_classes)
@@ -121,26 +122,6 @@ class DeepLabV3Plus(nn.Module):
         feats = self.encoder(x)
         logits = self.decoder(self.aspp(feats[4]), feats[1])
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def _dilated_encoder(name: str, weights: str, in_channels: int, freeze_bn: bool | None) -> Backbone:
-    """Backbone at output stride 16 whose layer4 is dilated (rate 2) instead of strided.
-
-    torchvision builds dilated Bottleneck ResNets (50/101) itself but refuses dilation in BasicBlock
-    (ResNet-18/34). For those the stride of layer4 is removed and the 3x3 convolutions of every block
-    after the first get dilation 2, which is what torchvision does for Bottleneck layers.
-    """
-    kwargs = dict(name=name, weights=weights, in_channels=in_channels, freeze_bn=freeze_bn)
-    try:
-        return Backbone(dilate_last=True, **kwargs)
-    except NotImplementedError:  # torchvision: "Dilation > 1 not supported in BasicBlock"
-        encoder = Backbone(dilate_last=False, **kwargs)
-    for block in list(encoder.layer4)[1:]:
-        if not isinstance(block, BasicBlock):
-            raise TypeError(f"backbone {name!r} has layer4 blocks that DeepLabv3+ cannot dilate.")
-        for conv in (block.conv1, block.conv2):
-            conv.dilation, conv.padding = (2, 2), (2, 2)
-    return encoder
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,116 @@
+"""The whole chain on tiny synthetic data: outputs, resume after an interruption, bundle round trip."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_pcam.core.bundle import load_bundle
+from napari_pcam.core.config import (
+    CamConfig, CamInferenceConfig, DeepLabConfig, IrnConfig, PipelineConfig, RandomWalkConfig,
+)
+from napari_pcam.core.data.synthetic import make_synthetic
+from napari_pcam.core.errors import CheckpointError, DataError
+from napari_pcam.core.pipeline import RunData, run_pipeline
+from napari_pcam.core.progress import drain
+
+TINY = PipelineConfig(
+    cam=CamConfig(backbone="resnet18", weights="none", crop_size=64, batch_size=2, epochs=1),
+    cam_inference=CamInferenceConfig(scales=(1.0,), flip=False),
+    irn=IrnConfig(backbone="resnet18", weights="same", crop_size=64, batch_size=2, epochs=1, radius=5),
+    random_walk=RandomWalkConfig(exp_times=3),
+    deeplab=DeepLabConfig(backbone="resnet18", weights="none", crop_size=64, batch_size=2, epochs=1),
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    train, val = make_synthetic(3, 64, seed=10), make_synthetic(2, 64, seed=12)
+    return RunData(train.images, train.points, train.masks, val.images, val.masks)
+
+
+@pytest.fixture(scope="module")
+def finished(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    stages = []
+    gen = run_pipeline(data, TINY, out, until="final")
+    while True:
+        try:
+            stages.append(next(gen).stage)
+        except StopIteration as stop:
+            return out, stop.value, stages
+
+
+def test_every_stage_runs_and_writes_its_files(finished):
+    out, result, stages = finished
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s][:6] == [
+        "pcam", "cams", "irn", "irn_displacement", "refined", "deeplab"]
+    for sub in ("pcam", "pcam_labels", "refined", "final", "val_final"):
+        assert len(list((out / sub).glob("*.tif"))) == (2 if sub == "val_final" else 3), sub
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["train"]) == {"pcam", "refined", "final"} and set(metrics["val"]) == {"final"}
+    assert all(0 <= v <= 100 for v in metrics["train"].values())
+    assert {"pcam", "cams", "irn", "refined", "deeplab", "final"} <= set(metrics["seconds"])
+    assert result.final[0].shape == (64, 64) and result.final[0].dtype == np.uint8
+
+
+def test_bundle_round_trip_gives_identical_predictions(finished, data):
+    out, result, _ = finished
+    bundle = load_bundle(out / "model", class_names=data.points.class_names)
+    for img, expected in zip(data.val_images.images, result.val_final):
+        np.testing.assert_array_equal(bundle.predict(img), expected)
+
+
+def test_bundle_rejects_other_channel_count_and_classes(finished, data):
+    out, _, _ = finished
+    bundle = load_bundle(out / "model")
+    with pytest.raises(DataError, match="expects 3-channel images"):
+        bundle.predict(np.zeros((64, 64), np.uint8))
+    with pytest.raises(CheckpointError, match="segments classes"):
+        load_bundle(out / "model", class_names=("background", "x"))
+
+
+def test_bundle_from_another_version_is_rejected(finished, tmp_path):
+    out, _, _ = finished
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(out / "model", copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["format_version"] = 0
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="format version 0"):
+        load_bundle(copy)
+
+
+def test_interrupted_run_resumes_without_recomputing(data, tmp_path):
+    gen = run_pipeline(data, TINY, tmp_path, until="refined")
+    for p in gen:
+        if p.stage == "irn":  # interrupt while IRNet trains: PCAM and CAMs are finished
+            gen.close()
+            break
+    pcam = tmp_path / "models" / "pcam.pt"
+    stamp = pcam.stat().st_mtime_ns
+    assert not (tmp_path / "models" / "irn.pt").exists()
+    stages = []
+    gen = run_pipeline(data, TINY, tmp_path, until="refined")
+    while True:
+        try:
+            p = next(gen)
+            stages.append((p.stage, p.message))
+        except StopIteration:
+            break
+    assert ("pcam", "cached") in stages and ("cams", "cached") in stages
+    assert pcam.stat().st_mtime_ns == stamp and (tmp_path / "models" / "irn.pt").is_file()
+
+
+def test_held_out_masks_with_undeclared_values(data):
+    bad = [m.copy() for m in data.val_masks]
+    bad[0][0, 0] = 9
+    with pytest.raises(DataError, match="values \\[9\\] that are not declared classes"):
+        RunData(data.images, data.points, data.masks, data.val_images, bad)
+
+
+def test_held_out_images_without_masks(data):
+    with pytest.raises(DataError, match="without masks"):
+        RunData(data.images, data.points, data.masks, data.val_images, None)
