@@ -21,3 +21,19 @@ def tiny_cam_config():
     from napari_pcam.core.config import CamConfig
 
     return CamConfig(backbone="resnet18", weights="none", crop_size=64, batch_size=2, epochs=1, scale_range=(0.9, 1.1))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline():
+    """Every stage with a tiny network and one epoch: the whole chain in seconds."""
+    from napari_pcam.core.config import (
+        CamConfig, CamInferenceConfig, DeepLabConfig, IrnConfig, PipelineConfig, RandomWalkConfig,
+    )
+
+    return PipelineConfig(
+        cam=CamConfig(backbone="resnet18", weights="none", crop_size=64, batch_size=2, epochs=1),
+        cam_inference=CamInferenceConfig(scales=(1.0,), flip=False),
+        irn=IrnConfig(backbone="resnet18", weights="same", crop_size=64, batch_size=2, epochs=1, radius=5),
+        random_walk=RandomWalkConfig(exp_times=3),
+        deeplab=DeepLabConfig(backbone="resnet18", weights="none", crop_size=64, batch_size=2, epochs=1),
+    )

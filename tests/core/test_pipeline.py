@@ -6,21 +6,11 @@ import numpy as np
 import pytest
 
 from napari_pcam.core.bundle import load_bundle
-from napari_pcam.core.config import (
-    CamConfig, CamInferenceConfig, DeepLabConfig, IrnConfig, PipelineConfig, RandomWalkConfig,
-)
 from napari_pcam.core.data.synthetic import make_synthetic
 from napari_pcam.core.errors import CheckpointError, DataError
 from napari_pcam.core.pipeline import RunData, run_pipeline
 from napari_pcam.core.progress import drain
 
-TINY = PipelineConfig(
-    cam=CamConfig(backbone="resnet18", weights="none", crop_size=64, batch_size=2, epochs=1),
-    cam_inference=CamInferenceConfig(scales=(1.0,), flip=False),
-    irn=IrnConfig(backbone="resnet18", weights="same", crop_size=64, batch_size=2, epochs=1, radius=5),
-    random_walk=RandomWalkConfig(exp_times=3),
-    deeplab=DeepLabConfig(backbone="resnet18", weights="none", crop_size=64, batch_size=2, epochs=1),
-)
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +20,10 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def finished(data, tmp_path_factory):
+def finished(data, tmp_path_factory, tiny_pipeline):
     out = tmp_path_factory.mktemp("run")
     stages = []
-    gen = run_pipeline(data, TINY, out, until="final")
+    gen = run_pipeline(data, tiny_pipeline, out, until="final")
     while True:
         try:
             stages.append(next(gen).stage)
@@ -83,8 +73,8 @@ def test_bundle_from_another_version_is_rejected(finished, tmp_path):
         load_bundle(copy)
 
 
-def test_interrupted_run_resumes_without_recomputing(data, tmp_path):
-    gen = run_pipeline(data, TINY, tmp_path, until="refined")
+def test_interrupted_run_resumes_without_recomputing(data, tmp_path, tiny_pipeline):
+    gen = run_pipeline(data, tiny_pipeline, tmp_path, until="refined")
     for p in gen:
         if p.stage == "irn":  # interrupt while IRNet trains: PCAM and CAMs are finished
             gen.close()
@@ -93,7 +83,7 @@ def test_interrupted_run_resumes_without_recomputing(data, tmp_path):
     stamp = pcam.stat().st_mtime_ns
     assert not (tmp_path / "models" / "irn.pt").exists()
     stages = []
-    gen = run_pipeline(data, TINY, tmp_path, until="refined")
+    gen = run_pipeline(data, tiny_pipeline, tmp_path, until="refined")
     while True:
         try:
             p = next(gen)

@@ -52,13 +52,36 @@ def tiny_layers(make_napari_viewer, tiny):
 
 
 @pytest.fixture
+def make_bundle(tiny):
+    """A function writing an untrained model bundle (resnet18, with a PCAM) for the given classes."""
+
+    def make(path, class_names=None):
+        from napari_pcam.core.bundle import save_bundle
+        from napari_pcam.core.config import CamConfig, DeepLabConfig, PipelineConfig
+        from napari_pcam.core.models.cam import CamNet
+        from napari_pcam.core.stages.cam import TrainedCam
+        from napari_pcam.core.stages.segmentation import TrainedSegmenter, build_deeplab
+
+        names = tuple(class_names or tiny.class_names)
+        dl_config = DeepLabConfig(backbone="resnet18", weights="none")
+        segmenter = TrainedSegmenter(build_deeplab(dl_config, num_classes=len(names), in_channels=3).eval(),
+                                     dl_config, names, 3)
+        cam = CamNet(backbone="resnet18", weights="none", in_channels=3, num_classes=len(names) - 1).eval()
+        pcam = TrainedCam(cam, CamConfig(backbone="resnet18", weights="none"), names)
+        save_bundle(path, segmenter=segmenter, pcam=pcam, irn_path=None, config=PipelineConfig())
+        return path
+
+    return make
+
+
+@pytest.fixture
 def fast():
     """A function that puts tiny CPU settings on a training widget."""
     return _fast_settings
 
 
 def _fast_settings(widget) -> None:
-    """Tiny CPU settings on a training widget (resnet18, no weights, one epoch of 64 px crops)."""
+    """Tiny CPU settings on a training widget (resnet18, no weights, one epoch of 64 px crops per stage)."""
     widget.preset.value = "sample"
     widget.weights.value = "none"
     widget.main["cam.backbone"].value = "resnet18"
@@ -66,14 +89,19 @@ def _fast_settings(widget) -> None:
     widget.main["cam.epochs"].value = 1
     widget.advanced["cam.crop_size"].value = 64
     widget.advanced["cam.batch_size"].value = 2
+    widget.main["irn.epochs"].value = 1
+    widget.main["deeplab.epochs"].value = 1
+    for stage in ("irn", "deeplab"):
+        widget.advanced[f"{stage}.crop_size"].value = 64
+        widget.advanced[f"{stage}.batch_size"].value = 2
     widget.advanced["runtime.amp"].value = False
 
 
 @pytest.fixture
 def wait_idle(qtbot):
-    """A function that waits until a widget's worker has finished."""
+    """A function that waits until a widget's worker has finished and its result layers are shown."""
 
     def wait(widget, timeout=90_000) -> None:
-        qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+        qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
 
     return wait

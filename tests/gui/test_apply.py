@@ -38,3 +38,25 @@ def test_load_apply_save(tiny_layers, tmp_path, wait_idle):
                                atol=1e-3)
     widget.save(tmp_path / "copy.pt")
     assert TrainedCam.load(tmp_path / "copy.pt").class_names == names
+
+
+@pytest.mark.gui
+def test_bundle_gives_final_labels_and_heatmaps(tiny_layers, tmp_path, make_bundle, wait_idle):
+    viewer, image, points = tiny_layers
+    make_bundle(tmp_path / "model")
+    other = viewer.add_image(np.random.default_rng(1).integers(0, 255, (40, 48, 3), np.uint8), rgb=True, name="new")
+    widget = ApplyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.classes_from.value = points
+    widget.load(tmp_path / "model")
+    assert "bundle" in widget.model_label.text()
+    widget.image.value = other
+    widget.apply()
+    wait_idle(widget, timeout=60_000)
+    final = viewer.layers["new final"]
+    assert final.data.shape == (40, 48) and final.data.dtype == np.uint8
+    assert set(np.unique(final.data)) <= set(range(len(points.metadata["class_names"])))
+    for name in points.metadata["class_names"][1:]:
+        assert viewer.layers[f"new pcam {name}"].data.shape == (40, 48)
+    widget.save(tmp_path / "copy")
+    assert (tmp_path / "copy" / "bundle.json").is_file() and (tmp_path / "copy" / "deeplab.pt").is_file()

@@ -85,3 +85,15 @@ def test_model_with_other_classes_is_refused(tiny_layers, tmp_path, notes):
     _guard(lambda: widget.load(tmp_path / "m.pt"))
     assert "trained for classes" in notes[-1] and "'other'" in notes[-1]
     assert widget.session.model is None
+
+
+@pytest.mark.gui
+def test_bundle_with_other_classes_is_refused(tiny_layers, tmp_path, make_bundle, notes):
+    viewer, image, points = tiny_layers
+    make_bundle(tmp_path / "model", ("background", "cell", "other"))
+    widget = ApplyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.classes_from.value = points
+    _guard(lambda: widget.load(tmp_path / "model"))
+    assert "trained for classes" in notes[-1] and "'other'" in notes[-1]
+    assert widget.session.model is None

@@ -1,4 +1,4 @@
-"""Training through the widget: result layers, in-place updates, fine-tuning, cancel, closing the viewer."""
+"""Training through the widget: result layers of every stage, in-place updates, fine-tuning, cancel, closing."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
+from napari_pcam.core.pipeline import STAGES
 from napari_pcam.gui.classes import rgba
-from napari_pcam.gui.models import PcamPredictor, session_for
+from napari_pcam.gui.jobs import FINETUNE_DIR
+from napari_pcam.gui.models import BundlePredictor, session_for
 from napari_pcam.gui.training import TrainingWidget
 
 
@@ -24,11 +26,20 @@ def _heatmaps(viewer):
 
 
 @pytest.mark.gui
-def test_train_adds_heatmaps_with_class_colours_then_updates_in_place(qtbot, tiny_layers, fast, wait_idle):
+def test_run_until_offers_every_stage_and_defaults_to_final(make_napari_viewer):
+    widget = TrainingWidget(make_napari_viewer())
+    assert tuple(widget.until.choices) == STAGES
+    assert widget.until.value == "final"
+
+
+@pytest.mark.gui
+def test_train_until_final_adds_every_result_layer_then_finetunes_in_place(qtbot, tiny_layers, fast, wait_idle):
     viewer, image, points = tiny_layers
     widget = _docked(viewer, image, points, fast)
+    selected = viewer.layers.selection.active
     qtbot.mouseClick(widget.train_button, Qt.LeftButton)
     wait_idle(widget)
+    assert widget.status.text().startswith("done"), widget.status.text()
     maps = _heatmaps(viewer)
     assert [m.name for m in maps] == ["tiny pcam cell", "tiny pcam fiber", "tiny pcam crystal"]
     for layer, color in zip(maps, points.metadata["class_colors"][1:]):
@@ -38,16 +49,27 @@ def test_train_adds_heatmaps_with_class_colours_then_updates_in_place(qtbot, tin
         np.testing.assert_allclose(layer.scale, image.scale)
         assert 0.0 <= layer.data.min() and layer.data.max() <= 1.0
     assert any(m.data.max() > 0 for m in maps)
-    assert isinstance(session_for(viewer).model, PcamPredictor)
-    assert widget.status.text().startswith("done")
-    before = len(viewer.layers)
+    for stage in ("refined", "final"):
+        labels = viewer.layers[f"tiny {stage}"]
+        assert labels.data.shape == (2, 64, 64) and labels.data.dtype == np.uint8
+        assert set(np.unique(labels.data)) <= {0, 1, 2, 3}
+        np.testing.assert_allclose(labels.scale, image.scale)
+        np.testing.assert_allclose(labels.colormap.map(np.array([2]))[0], rgba(points.metadata["class_colors"][2]),
+                                   atol=1e-3)
+    assert viewer.layers.selection.active is selected, "result layers must not take the selection"
+    model = session_for(viewer).model
+    assert isinstance(model, BundlePredictor) and model.pcam is not None
+    assert (model.source / "bundle.json").is_file()
+    before, data_ids = len(viewer.layers), [id(m.data) for m in maps]
     points.add([0, 10, 10])  # one more click, then train again from the previous model
     widget.finetune.value = True
+    widget.until.value = "cams"
     widget.train()
     wait_idle(widget)
+    assert widget.status.text().startswith("done"), widget.status.text()
+    assert FINETUNE_DIR in widget.status.text()
     assert len(viewer.layers) == before
-    assert [m.name for m in _heatmaps(viewer)] == [m.name for m in maps]
-    assert widget.status.text().startswith("done")
+    assert [id(m.data) for m in _heatmaps(viewer)] == data_ids, "layers are updated in place"
 
 
 @pytest.mark.gui

@@ -12,11 +12,12 @@ import sys
 
 from ..core.errors import PcamError
 from . import benchmark as _benchmark
+from . import gui as _gui
 from . import refine as _refine
 from . import run as _run
 from . import segment as _segment
 
-COMMANDS = [_run, _segment, _refine, _benchmark]
+COMMANDS = [_run, _segment, _refine, _benchmark, _gui]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,9 @@
-"""Apply / save / load widget: run the current model on any image layer; save it; load a model file.
+"""Apply / save / load widget: run the current model on any image layer; save it; load a model.
 
 The current model is shared per viewer (see :mod:`.models`): the training widget sets it when a PCAM
-stage finishes, Load replaces it. A model whose classes differ from the chosen points layer's classes
+stage or a whole chain finishes, Load replaces it. Models are model bundles (the ``model`` folder of a
+run: final labels, and heatmaps when it holds a PCAM) or single checkpoints (PCAM: heatmaps and their
+labels; DeepLabv3+: final labels). A model whose classes differ from the chosen points layer's classes
 is refused with a notification.
 """
 
@@ -21,7 +23,7 @@ from .classes import CLASS_COLORS, get_classes
 from .convert import image_stack
 from .jobs import predict_job
 from .models import check_classes, load_model, session_for
-from .results import ResultTarget
+from .results import Redrawer, ResultTarget
 
 
 class ApplyWidget(QWidget):
@@ -37,6 +39,7 @@ class ApplyWidget(QWidget):
         self.session = session_for(napari_viewer)
         self.worker = None
         self.target: ResultTarget | None = None
+        self._redraw = Redrawer(self)
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.channel_axis = ComboBox(label="channel axis", choices=CHANNEL_CHOICES, value=None)
         self.classes_from = ComboBox(label="classes of", choices=self._points_choices, nullable=True, value=None)
@@ -45,14 +48,18 @@ class ApplyWidget(QWidget):
         self.model_label.setWordWrap(True)
         self.apply_button = QPushButton("Apply model")
         self.apply_button.clicked.connect(self.apply)
-        load, save = QPushButton("Load model…"), QPushButton("Save model…")
-        load.clicked.connect(self._ask_load)
+        load, load_file = QPushButton("Load bundle…"), QPushButton("Load checkpoint…")
+        save = QPushButton("Save model…")
+        load.setToolTip("a model bundle: the 'model' folder of a training run")
+        load_file.setToolTip("a single PCAM or DeepLabv3+ checkpoint (.pt)")
+        load.clicked.connect(self._ask_load_bundle)
+        load_file.clicked.connect(self._ask_load)
         save.clicked.connect(self._ask_save)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
         layout.addWidget(self.model_label)
         row = QHBoxLayout()
-        for button in (self.apply_button, load, save):
+        for button in (self.apply_button, load, load_file, save):
             row.addWidget(button)
         layout.addLayout(row)
         layout.addStretch(1)
@@ -110,20 +117,27 @@ class ApplyWidget(QWidget):
             _start_thread=False, _connect={"errored": lambda exc: None},
         )
         self.target = target
+        self._redraw.start(target)
         self.worker.yielded.connect(self._on_progress)
         self.worker.finished.connect(self._on_finished)
         self.apply_button.setEnabled(False)
         self.worker.start()
 
+    @property
+    def busy(self) -> bool:
+        """True while the model runs or its last results are not on screen yet."""
+        return self.worker is not None or self._redraw.busy
+
     def _on_progress(self, progress) -> None:
         self.target.show(progress)
 
     def _on_finished(self) -> None:
+        self._redraw.finish()
         self.worker = None
         self.apply_button.setEnabled(True)
 
     def load(self, path) -> None:
-        """Load a model file (PCAM or DeepLab checkpoint) as the current model."""
+        """Load a model bundle folder or a checkpoint file (PCAM or DeepLab) as the current model."""
         model = load_model(path)
         if self.classes_from.value is not None:
             check_classes(model, get_classes(self.classes_from.value)[0])
@@ -136,13 +150,21 @@ class ApplyWidget(QWidget):
         self.session.model.save(path)
         show_info(f"model saved to {path}")
 
+    def _ask_load_bundle(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Load model bundle (the 'model' folder of a run)")
+        if path:
+            _guard(lambda: self.load(path))
+
     def _ask_load(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "napari-pcam models (*.pt *.pth)")
+        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "napari-pcam models (*.pt *.pth bundle.json)")
         if path:
             _guard(lambda: self.load(path))
 
     def _ask_save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.pt", "napari-pcam models (*.pt)")
+        if getattr(self.session.model, "kind", None) == "bundle":
+            path, _ = QFileDialog.getSaveFileName(self, "Save model bundle (a new folder)", "model")
+        else:
+            path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.pt", "napari-pcam models (*.pt)")
         if path:
             _guard(lambda: self.save(path))
 

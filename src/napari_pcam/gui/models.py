@@ -3,22 +3,24 @@
 A *predictor* wraps one kind of trained model behind the same small interface: ``class_names``,
 ``predict(stack)`` (a generator of :class:`Progress` records whose previews are CamMaps or label maps,
 shown by :class:`~napari_pcam.gui.results.ResultTarget`) and ``save(path)``. ``LOADERS`` is the explicit
-registry of kinds: a PCAM classifier checkpoint and a DeepLabv3+ checkpoint today; the pipeline's final
-model bundle is one more entry.
+registry of checkpoint kinds (a PCAM classifier, a DeepLabv3+); the pipeline's model bundle (a folder with
+``bundle.json``, see :mod:`napari_pcam.core.bundle`) is loaded by :class:`BundlePredictor`.
 """
 
 from __future__ import annotations
 
+import shutil
 import weakref
 from pathlib import Path
 from typing import Callable, Generator
 
 from psygnal import Signal
 
-from ..core.config import CamInferenceConfig
+from ..core.bundle import Bundle, load_bundle
+from ..core.config import CamInferenceConfig, PipelineConfig
 from ..core.data.images import ImageStack
 from ..core.device import resolve_device
-from ..core.errors import CheckpointError, DataError
+from ..core.errors import CheckpointError, ConfigError, DataError
 from ..core.progress import Progress
 from ..core.stages.cam import TrainedCam
 from ..core.stages.cam_inference import compute_cams
@@ -110,15 +112,94 @@ class SegmenterPredictor:
         save_segmenter(self.segmenter, path)
 
 
+class BundlePredictor:
+    """A model bundle (the ``model`` folder of a run): final labels and, if it holds a PCAM, heatmaps.
+
+    Args:
+        bundle: The loaded networks.
+        source: The bundle folder.
+    """
+
+    kind = "bundle"
+
+    def __init__(self, bundle: Bundle, source: Path):
+        self.bundle = bundle
+        self.source = Path(source)
+        try:
+            self.inference = PipelineConfig.from_dict(bundle.config).cam_inference
+        except (ConfigError, TypeError, KeyError):
+            self.inference = CamInferenceConfig()
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.bundle.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return self.bundle.in_channels
+
+    @property
+    def pcam(self) -> TrainedCam | None:
+        """The bundle's PCAM classifier (for heatmaps and fine-tuning), if it has one."""
+        return self.bundle.pcam
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> "BundlePredictor":
+        """Read a bundle folder (or its ``bundle.json``) onto ``device``."""
+        path = Path(path)
+        folder = path.parent if path.name == "bundle.json" else path
+        bundle = load_bundle(folder, device=str(resolve_device(device)))
+        if bundle.pcam is not None:
+            bundle.pcam.model.to(resolve_device(device)).eval()
+        return cls(bundle, folder)
+
+    @classmethod
+    def from_result(cls, result, config: PipelineConfig) -> "BundlePredictor":
+        """The bundle a finished pipeline run wrote to ``result.bundle_path``, from its in-memory networks."""
+        seg = result.segmenter
+        bundle = Bundle(seg, result.pcam, tuple(seg.class_names), seg.in_channels, config.to_dict())
+        return cls(bundle, result.bundle_path)
+
+    def predict(self, stack: ImageStack) -> Generator[Progress, None, None]:
+        """Yields the CAMs (stage 'cams', when the bundle has a PCAM) and final labels (stage 'final')."""
+        _check_channels(self, stack)
+        device = next(self.bundle.segmenter.model.parameters()).device
+        for i, img in enumerate(stack.images, start=1):
+            if self.pcam is not None:
+                cams = compute_cams(self.pcam.model, img, self.inference)
+                yield Progress("cams", i, len(stack), message=stack.names[i - 1], preview=cams)
+            labels = self.bundle.predict(img, device=device)
+            yield Progress("final", i, len(stack), message=stack.names[i - 1], preview=labels)
+
+    def save(self, path: str | Path) -> None:
+        """Copy the bundle folder to the folder ``path`` (created)."""
+        path = Path(path)
+        if path.resolve() == self.source.resolve():
+            return
+        if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / "bundle.json").is_file())):
+            raise DataError(f"{str(path)!r} exists and is not an empty folder or a model bundle; choose a new folder.")
+        if not (self.source / "bundle.json").is_file():
+            raise CheckpointError(f"the bundle folder {str(self.source)!r} is gone; train again to save the model.")
+        shutil.copytree(self.source, path, dirs_exist_ok=True)
+
+
 LOADERS: dict[str, Callable[..., object]] = {"pcam": PcamPredictor.load, "deeplab": SegmenterPredictor.load}
 
 
+def is_bundle_path(path: str | Path) -> bool:
+    """True for a folder (a bundle) or a ``bundle.json`` file."""
+    path = Path(path)
+    return path.is_dir() or path.name == "bundle.json"
+
+
 def load_model(path: str | Path, device: str = "auto"):
-    """Load a model file of any registered kind.
+    """Load a model bundle folder or a checkpoint file of any registered kind.
 
     Raises:
         CheckpointError: the file is missing, corrupt, or of no registered kind.
     """
+    if is_bundle_path(path):
+        return BundlePredictor.load(path, device=device)
     errors = []
     for loader in LOADERS.values():
         try:

@@ -4,11 +4,16 @@ Train converts the chosen layers with :mod:`.convert` (core validates), builds a
 from the form, and runs :func:`.jobs.training_job` in a napari generator worker. Every yielded
 :class:`Progress` moves the progress bar; previews become layers as they arrive (see :mod:`.results`).
 Cancel calls ``worker.quit()``: the job stops at its next yield and finished stages stay on disk and on
-screen; a finished PCAM stage becomes the current model for the apply widget and for fine-tuning.
+screen; a finished PCAM stage becomes the current model for the apply widget and for fine-tuning, and a
+finished chain (until 'final') makes its model bundle the current model.
+
+Fine-tuning passes the current PCAM to the same pipeline (``init``); its results go to ``<run>/finetuned``
+(replaced by every fine-tune), so that the run folder's cache of from-scratch results stays truthful.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tempfile
@@ -19,7 +24,6 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit
 from napari.layers import Image, Labels, Points
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..core.config import PipelineConfig
@@ -31,10 +35,9 @@ from .classes import get_classes
 from .config_form import ADVANCED_FIELDS, MAIN_FIELDS, ConfigForm
 from .convert import layers_to_data
 from .jobs import FINETUNE_DIR, training_job
-from .models import PcamPredictor, session_for
-from .results import ResultTarget
+from .models import BundlePredictor, PcamPredictor, session_for
+from .results import Redrawer, ResultTarget
 
-REDRAW_MS = 300
 
 
 class TrainingWidget(QWidget):
@@ -83,9 +86,7 @@ class TrainingWidget(QWidget):
         self.train_button.clicked.connect(self.train)
         self.cancel_button.clicked.connect(self.cancel)
         self.cancel_button.setEnabled(False)
-        self._redraw = QTimer(self)
-        self._redraw.setInterval(REDRAW_MS)
-        self._redraw.timeout.connect(lambda: self.target is not None and self.target.flush())
+        self._redraw = Redrawer(self)
         self.progress, self.status = QProgressBar(), QLabel("idle")
         self.progress.setRange(0, 1000)
         self.progress.setFormat("%p%")
@@ -148,16 +149,16 @@ class TrainingWidget(QWidget):
             data = RunData(stack, annotations)
             config = self.config()
             init = self._init_model() if self.finetune.value else None
-            out, force = self._out_folder(image.name)
+            out, force = self._out_folder(image.name, finetune=init is not None)
             names, colors = get_classes(points)
             target = ResultTarget(self.viewer, image, names, colors, axis)
         except PcamError as exc:
             show_error(str(exc))
             return
-        target.deferred = True  # redraw result layers at most every REDRAW_MS while training
         self.target, self._run_dir, self._pcam_done, self._shown = target, out, False, set()
-        self._redraw.start()
-        self._model_path = out / (FINETUNE_DIR if init is not None else ".") / "models" / "pcam.pt"
+        self._config = config
+        self._redraw.start(target)  # result layers are drawn on a timer while training
+        self._model_path = out / "models" / "pcam.pt"
         threads = max(1, (os.cpu_count() or 2) - 1)
         self.worker = create_worker(
             training_job, data, config, out, until=self.until.value, force=force, init=init, threads=threads,
@@ -180,17 +181,22 @@ class TrainingWidget(QWidget):
             self.worker.quit()
 
     def _init_model(self):
+        """A copy of the current PCAM (fine-tuning trains in place; the session's model stays as it is)."""
         model = self.session.model
-        if not isinstance(model, PcamPredictor):
-            raise DataError("there is no previous PCAM model to fine-tune: train once (or load a PCAM) first.")
-        return model.trained
+        trained = model.trained if isinstance(model, PcamPredictor) else getattr(model, "pcam", None)
+        if trained is None:
+            raise DataError("there is no previous PCAM model to fine-tune: train once (or load a PCAM or a model "
+                            "bundle with a PCAM) first.")
+        return copy.deepcopy(trained)
 
-    def _out_folder(self, image_name: str) -> tuple[Path, bool]:
+    def _out_folder(self, image_name: str, finetune: bool = False) -> tuple[Path, bool]:
         chosen = str(self.run_folder.value or "")
         if chosen not in ("", "."):
-            return Path(chosen), bool(self.recompute.value)
-        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in image_name) or "image"
-        return self._auto_dir / safe, True
+            out, force = Path(chosen), bool(self.recompute.value)
+        else:
+            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in image_name) or "image"
+            out, force = self._auto_dir / safe, True
+        return (out / FINETUNE_DIR, True) if finetune else (out, force)
 
     # -- worker callbacks (GUI thread) ---------------------------------------------------------------------
     def _on_progress(self, progress) -> None:
@@ -217,8 +223,10 @@ class TrainingWidget(QWidget):
             for i, labels in enumerate(getattr(result, stage, None) or []):
                 if (stage, i) not in self._shown:
                     target.show_labels(stage, labels, i)
-        if result.pcam is not None:
-            self.session.set_model(PcamPredictor(result.pcam, source=self._model_path))
+        if result.segmenter is not None and (result.bundle_path / "bundle.json").is_file():
+            self.session.set_model(BundlePredictor.from_result(result, self._config))
+        elif result.pcam is not None:
+            self.session.set_model(PcamPredictor(result.pcam, self._config.cam_inference, source=self._model_path))
         self.status.setText(f"done in {time.perf_counter() - self.started_at:.1f} s; results in {result.folder}")
         self.progress.setValue(1000)
 
@@ -236,10 +244,13 @@ class TrainingWidget(QWidget):
         # napari's worker relays the exception itself as an error notification (its message is core's).
         self.status.setText(f"failed: {exc}")
 
+    @property
+    def busy(self) -> bool:
+        """True while training runs or its last results are not on screen yet."""
+        return self.worker is not None or self._redraw.busy
+
     def _on_finished(self) -> None:
-        self._redraw.stop()
-        if self.target is not None:
-            self.target.flush()
+        self._redraw.finish()  # its timer adds the last result layers
         self.worker = None
         self.train_button.setEnabled(True)
         self.cancel_button.setEnabled(False)

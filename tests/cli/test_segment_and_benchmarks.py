@@ -1,0 +1,91 @@
+"""`napari-pcam segment` with a trained bundle, and the chain / throughput benchmarks on tiny data."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from napari_pcam.benchmarks.chain import ROWS, benchmark_chain, markdown
+from napari_pcam.cli import main
+from napari_pcam.core.bundle import load_bundle
+from napari_pcam.core.data.synthetic import make_synthetic
+from napari_pcam.core.pipeline import RunData, run_pipeline
+from napari_pcam.core.progress import drain
+
+
+
+@pytest.fixture(scope="module")
+def data():
+    train, val = make_synthetic(3, 64, seed=10), make_synthetic(2, 64, seed=12)
+    return RunData(train.images, train.points, train.masks, val.images, val.masks)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(data, tmp_path_factory, tiny_pipeline):
+    out = tmp_path_factory.mktemp("run")
+    drain(run_pipeline(data, tiny_pipeline, out, until="final"))
+    return out / "model"
+
+
+def _write(folder, images, gray=False):
+    folder.mkdir()
+    for name, img in zip(images.names, images.images):
+        Image.fromarray(img.mean(2).astype(np.uint8) if gray else img).save(folder / name)
+
+
+def test_segment_writes_the_bundles_predictions(bundle_dir, data, tmp_path):
+    _write(tmp_path / "new", data.val_images)
+    assert main(["segment", "--model", str(bundle_dir), "--images", str(tmp_path / "new"),
+                 "--out", str(tmp_path / "labels"), "--device", "cpu", "--quiet"]) == 0
+    bundle = load_bundle(bundle_dir)
+    for name, img in zip(data.val_images.names, data.val_images.images):
+        written = tifffile.imread(tmp_path / "labels" / name.replace(".png", ".tif"))
+        np.testing.assert_array_equal(written, bundle.predict(img))
+
+
+def test_segment_refuses_other_channel_count_and_overwrites(bundle_dir, data, tmp_path, capsys):
+    _write(tmp_path / "gray", data.val_images, gray=True)
+    args = ["segment", "--model", str(bundle_dir), "--images", str(tmp_path / "gray"), "--out", str(tmp_path / "o"),
+            "--quiet"]
+    assert main(args) == 2 and "expects 3-channel images" in capsys.readouterr().err
+    _write(tmp_path / "rgb", data.val_images)
+    args[4] = str(tmp_path / "rgb")
+    assert main(args) == 0
+    assert main(args) == 2 and "--force" in capsys.readouterr().err
+    assert main(args + ["--force"]) == 0
+
+
+def test_segment_with_a_foreign_folder_as_model(tmp_path, capsys):
+    (tmp_path / "imgs").mkdir()
+    assert main(["segment", "--model", str(tmp_path), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a napari-pcam model bundle" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_chain_benchmark_rows(data, tmp_path, tiny_pipeline):
+    rows = drain(benchmark_chain(data, tiny_pipeline, tmp_path))
+    assert [r["name"] for r in rows] == list(ROWS)
+    for r in rows:
+        assert 0 <= r["train_miou"] <= 100 and 0 <= r["val_miou"] <= 100
+        assert r["seconds"] > 0 and r["peak_mb"] > 50
+    chain = rows[0]
+    assert set(chain["stages"]) == {"pcam", "refined", "final"}
+    table = markdown(rows)
+    assert "| random forest |" in table and "final / fully supervised" in table
+
+
+def test_chain_benchmark_needs_masks(data, tmp_path, tiny_pipeline):
+    from napari_pcam.core.errors import DataError
+
+    with pytest.raises(DataError, match="needs ground-truth masks"):
+        drain(benchmark_chain(RunData(data.images, data.points), tiny_pipeline, tmp_path))
+
+
+def test_throughput_benchmark_cli(tmp_path, capsys):
+    assert main(["benchmark", "throughput", "--backbones", "resnet18", "--size", "64", "--batch", "2",
+                 "--steps", "1", "--json", str(tmp_path / "t.json")]) == 0
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert rows[0]["backbone"] == "resnet18" and rows[0]["pcam_images_per_s"] > 0 and rows[0]["overhead_ratio"] > 0
+    assert "| resnet18 |" in capsys.readouterr().out
