@@ -15,3 +15,14 @@ def test_core_does_not_import_gui_packages():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_package_import_is_light_and_api_resolves():
+    code = (
+        "import sys, napari_pcam\n"
+        "assert 'torch' not in sys.modules and 'napari' not in sys.modules\n"
+        "for name in napari_pcam.__all__:\n"
+        "    assert getattr(napari_pcam, name) is not None, name\n"
+        "assert 'napari' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
