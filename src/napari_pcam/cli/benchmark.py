@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import benchmark_random_walk
+from . import benchmark_random_walk, benchmark_voc
 from .common import add_config_options, drain_with_tqdm, resolve_config
 
 
@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     t.set_defaults(func=_throughput)
     benchmark_random_walk.add_benchmark_parser(bsub)
+    benchmark_voc.add_voc_parser(bsub)
     c = bsub.add_parser("chain", help="the chain next to CAM, point-only, random-forest and fully supervised baselines",
                         description="Runs the PCAM chain and its baselines on the same images and points (each row "
                         "in a fresh subprocess) and prints one Markdown table: train/val mIoU, seconds, peak memory.")

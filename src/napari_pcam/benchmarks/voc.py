@@ -1,0 +1,288 @@
+"""Reproducing the paper's tables on PASCAL VOC 2012 (``napari-pcam benchmark voc``).
+
+Experiments, each in its own sub-folder of the output folder and run through :func:`run_pipeline`, so
+every one resumes from its cached stages:
+
+* ``cam``: plain CAMs (alpha = 0; the clicked classes are the image-level labels) -> IRNet (Tables 1, 2);
+* ``pcam``: PCAM with the 1Point clicks -> IRNet -> DeepLabv3+ (Tables 1, 2, 3, 4);
+* ``pcam_f``: PCAM-F, every ground-truth mask pixel as a point (``cam.point_mode = "all"``) (Table 1);
+* ``pcam_3annotators``: PCAM with the rank-1 clicks of three annotators (Table 1, with ``--supp-points``);
+* ``fully_supervised``: DeepLabv3+ on the true train_aug masks (Tables 3, 4).
+
+Training uses ``train_aug`` and evaluation ``val`` (plus train_aug for the CAM and refined rows). CAMs of
+val images are restricted to the classes of their XML annotations, as IRNet does; they and their random
+walk are cached as extra stages (``val_cams``, ``val_refined``) in the experiment's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Generator
+
+import numpy as np
+
+from ..core.config import PipelineConfig, to_dict
+from ..core.data.cams import CamMaps
+from ..core.data.images import ImageStack
+from ..core.data.points import PointAnnotations
+from ..core.data.voc_dataset import VocDataset, open_voc
+from ..core.data.voc_points import load_voc_points
+from ..core.device import resolve_device
+from ..core.errors import DataError
+from ..core.io import atomic_write_text
+from ..core.metrics import evaluate
+from ..core.pipeline import RunData, RunResult, run_pipeline
+from ..core.progress import Progress
+from ..core.run_folder import RunFolder, fingerprint, versions
+from ..core.stages.cam_inference import compute_cams
+from ..core.stages.random_walk import refine_images
+from ..core.stages.segmentation import load_segmenter, save_segmenter, train_deeplab
+from .voc_report import TABLES, build_rows, markdown
+
+
+class SubsetPoints(PointAnnotations):
+    """Points on a subset of VOC: a class of the fixed 20 may have no click (e.g. with ``--max-images``)."""
+
+    def validate(self, shapes, names=None, *, require_all_classes: bool = False) -> None:
+        super().validate(shapes, names, require_all_classes=require_all_classes)
+
+
+def parse_only(only: str | None) -> set[str]:
+    """``"table1,table3"`` -> ``{"table1", "table3"}``; None = every table."""
+    if not only:
+        return set(TABLES)
+    parts = {p.strip().lower() for p in only.split(",") if p.strip()}
+    parts = {"table3" if p == "table4" else p for p in parts}  # table 4 is table 3's per-class view
+    bad = sorted(parts - set(TABLES))
+    if bad or not parts:
+        raise DataError(f"--only {only!r}: unknown part(s) {', '.join(bad) or '(none)'}; choose from "
+                        f"{', '.join(TABLES)} (table4 comes with table3).")
+    return parts
+
+
+def plan(only: set[str], with_supp: bool) -> dict[str, dict[str, Any]]:
+    """Experiment -> {"until": last pipeline stage, "val": val stages to add} for the requested tables."""
+    order = ("cam", "pcam", "pcam_f", "pcam_3annotators", "fully_supervised")
+    out: dict[str, dict[str, Any]] = {}
+
+    def need(exp: str, until: str, val: list[str]) -> None:
+        e = out.setdefault(exp, {"until": "cams", "val": []})
+        if ("cams", "refined", "final").index(until) > ("cams", "refined", "final").index(e["until"]):
+            e["until"] = until
+        e["val"] += [v for v in val if v not in e["val"]]
+
+    if "table1" in only:
+        for exp in ("cam", "pcam", "pcam_f") + (("pcam_3annotators",) if with_supp else ()):
+            need(exp, "cams", ["val_cams"])
+    if "table2" in only:
+        for exp in ("cam", "pcam"):
+            need(exp, "refined", ["val_cams", "val_refined"])
+    if "table3" in only:
+        need("pcam", "final", [])
+        out["fully_supervised"] = {"until": "final", "val": []}
+    return {k: out[k] for k in order if k in out}
+
+
+def experiment_config(config: PipelineConfig, exp: str) -> PipelineConfig:
+    """The base config changed for one experiment (alpha 0 for CAM, point_mode 'all' for PCAM-F)."""
+    if exp == "cam":
+        return dataclasses.replace(config, cam=dataclasses.replace(config.cam, alpha=0.0, point_mode="clicks"))
+    if exp == "pcam_f":
+        return dataclasses.replace(config, cam=dataclasses.replace(config.cam, point_mode="all"))
+    return dataclasses.replace(config, cam=dataclasses.replace(config.cam, point_mode="clicks"))
+
+
+def _load(voc_root, sbd_root, split: str, max_images: int | None) -> tuple[VocDataset, ImageStack, list[np.ndarray]]:
+    ds = open_voc(voc_root, split, sbd_root=sbd_root, label_source="xml", require_masks=True, max_images=max_images)
+    masks = [np.asarray(ds.mask(i), np.uint8) for i in range(len(ds))]  # 0-20 and 255 fit in uint8
+    return ds, ds.to_image_stack(), masks
+
+
+def _points(ds: VocDataset, json_path, mode: str, supp_path=None):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        points, stats = load_voc_points(ds, json_path, mode, supp_path=supp_path)
+    for w in caught:  # re-emit once, outside the loader, so the CLI shows them
+        warnings.warn(str(w.message), w.category, stacklevel=2)
+    return SubsetPoints(points.image, points.yx, points.cls, points.class_names), stats
+
+
+def _stage_key(folder: RunFolder, stage: str) -> str:
+    return folder.manifest["stages"][stage]["key"]
+
+
+def _val_cams(folder: RunFolder, result: RunResult, config: PipelineConfig, val_ds: VocDataset,
+              val_images: ImageStack, val_masks: list[np.ndarray], need_maps: bool):
+    """CAMs of the val images restricted to their XML classes; (maps or None, cached stage info)."""
+    key = fingerprint(_stage_key(folder, "cams"), list(val_ds.ids), val_images.images)
+    paths = [folder.path("val_cams", f"{i}.npz") for i in val_ds.ids]
+    if folder.is_done("val_cams", key) and all(p.is_file() for p in paths):
+        yield Progress("val_cams", len(paths), len(paths), message="cached")
+        info = folder.manifest["stages"]["val_cams"]
+        return ([CamMaps.load(p) for p in paths] if need_maps else None), info
+    folder.forget("val_cams")
+    start, cams, labels = time.perf_counter(), [], []
+    model, thr = result.pcam.model, config.cam_inference.bg_threshold
+    for i, img in enumerate(val_images.images):
+        keys = val_ds.labels(i)
+        c = compute_cams(model, img, config.cam_inference, keys=keys if len(keys) else None, amp=config.runtime.amp)
+        c.save(paths[i])
+        cams.append(c)
+        labels.append(c.labels(thr))
+        yield Progress("val_cams", i + 1, len(val_images), message=val_ds.ids[i])
+    scores = evaluate(val_masks, labels, val_ds.class_names)
+    folder.mark_done("val_cams", key, time.perf_counter() - start, miou=scores["miou"], per_class=scores["per_class"])
+    return cams, folder.manifest["stages"]["val_cams"]
+
+
+def _val_refined(folder: RunFolder, result: RunResult, config: PipelineConfig, val_ds: VocDataset,
+                 val_images: ImageStack, val_masks: list[np.ndarray], cams):
+    key = fingerprint(_stage_key(folder, "refined"), _stage_key(folder, "val_cams"))
+    if folder.is_done("val_refined", key):
+        yield Progress("val_refined", 1, 1, message="cached")
+        return folder.manifest["stages"]["val_refined"]
+    folder.forget("val_refined")
+    start = time.perf_counter()
+    refined = yield from refine_images(val_images, cams, result.irn, config.random_walk, device=config.runtime.device)
+    scores = evaluate(val_masks, refined, val_ds.class_names)
+    folder.mark_done("val_refined", key, time.perf_counter() - start, miou=scores["miou"], per_class=scores["per_class"])
+    return folder.manifest["stages"]["val_refined"]
+
+
+def _fully_supervised(data: RunData, config: PipelineConfig, out: Path, force: bool):
+    """DeepLabv3+ on the true masks; val mIoU and per-class IoU, cached in the folder's manifest."""
+    folder = RunFolder(out, force=force)
+    config.save(folder.path("config.toml"))
+    names = data.points.class_names
+    key = fingerprint(data.key(), fingerprint(list(data.masks)), to_dict(config.deeplab), config.runtime.seed)
+    path = folder.path("models", "deeplab.pt")
+    if folder.is_done("deeplab", key) and path.is_file():
+        yield Progress("fully_supervised", 1, 1, message="cached")
+        seg = None
+    else:
+        folder.forget("deeplab")
+        start = time.perf_counter()
+        seg = yield from train_deeplab(data.images, list(data.masks), len(names), config.deeplab,
+                                       device=config.runtime.device, seed=config.runtime.seed,
+                                       amp=config.runtime.amp, class_names=names)
+        save_segmenter(seg, path)
+        folder.mark_done("deeplab", key, time.perf_counter() - start)
+    vkey = fingerprint(key, data.val_images.images)
+    if not folder.is_done("val_final", vkey):
+        folder.forget("val_final")
+        seg = seg or load_segmenter(path, class_names=names, device=config.runtime.device)
+        start, preds = time.perf_counter(), []
+        for i, img in enumerate(data.val_images.images):
+            preds.append(seg.predict(img, device=config.runtime.device, amp=config.runtime.amp))
+            yield Progress("fully_supervised_val", i + 1, len(data.val_images), message=data.val_images.names[i])
+        scores = evaluate(list(data.val_masks), preds, names)
+        folder.mark_done("val_final", vkey, time.perf_counter() - start, miou=scores["miou"],
+                         per_class=scores["per_class"])
+    info = folder.manifest["stages"]["val_final"]
+    return folder, {"miou": {"final": round(info["miou"], 2)},
+                    "per_class": {"final": {k: (None if v is None else round(v, 2)) for k, v in info["per_class"].items()}}}
+
+
+def _speed(folder: RunFolder, config: PipelineConfig, n_train: int, n_val: int) -> dict[str, dict[str, Any]]:
+    """Seconds and images/s of every finished stage (training stages: image-epochs per second)."""
+    images = {"pcam": n_train * config.cam.epochs, "cams": n_train, "irn": n_train * config.irn.epochs,
+              "refined": n_train, "deeplab": n_train * config.deeplab.epochs, "final": n_train,
+              "val_final": n_val, "val_cams": n_val, "val_refined": n_val}
+    out = {}
+    for stage, s in folder.seconds().items():
+        if stage in images:
+            out[stage] = {"seconds": s, "images": images[stage],
+                          "images_per_s": round(images[stage] / s, 3) if s > 0 else None}
+    return out
+
+
+def benchmark_voc(
+    voc_root: str | Path,
+    points_json: str | Path,
+    out: str | Path,
+    config: PipelineConfig,
+    *,
+    sbd_root: str | Path | None = None,
+    supp_json: str | Path | None = None,
+    max_images: int | None = None,
+    only: str | None = None,
+    preset: str = "paper",
+    force: bool = False,
+) -> Generator[Progress, None, dict[str, Any]]:
+    """Run the requested tables' experiments and write ``report.json`` and ``report.md`` into ``out``.
+
+    Returns:
+        The report: ``{"rows": [...], "metadata": {...}}`` (see :func:`.voc_report.build_rows`).
+    """
+    parts = parse_only(only)
+    for what, p in (("click JSON (--points)", points_json), ("supplementary click JSON (--supp-points)", supp_json)):
+        if p is not None and not Path(p).is_file():
+            raise DataError(f"the {what} {str(p)!r} does not exist; fetch pascal2012_trainval_main.json / "
+                            "_supp.json (Bearman et al., ECCV 2016) and pass its path.")
+    out = Path(out)
+    yield Progress("voc", 0, 1, message="reading train_aug and val")
+    train_ds, train_images, train_masks = _load(voc_root, sbd_root, "train_aug", max_images)
+    val_ds, val_images, val_masks = _load(voc_root, sbd_root, "val", max_images)
+    points, stats = _points(train_ds, points_json, "1point")
+    clicks = {"1point": stats.as_dict(), "allpoints": _points(train_ds, points_json, "allpoints")[1].as_dict()}
+    points3 = None
+    if supp_json is not None:
+        points3, stats3 = _points(train_ds, points_json, "3annotators", supp_path=supp_json)
+        clicks["3annotators"] = stats3.as_dict()
+    data = RunData(train_images, points, train_masks, val_images, val_masks)
+    todo = plan(parts, supp_json is not None)
+    out.mkdir(parents=True, exist_ok=True)
+    scores: dict[str, dict[str, Any]] = {}
+    speed: dict[str, dict[str, Any]] = {}
+    meta = {
+        "preset": preset, "max_images": max_images, "only": sorted(parts),
+        "weights": {"cam": config.cam.weights, "irn": config.irn.weights, "deeplab": config.deeplab.weights},
+        "backbones": {"cam": config.cam.backbone, "irn": config.irn.backbone, "deeplab": config.deeplab.backbone},
+        "seed": config.runtime.seed, "device": str(resolve_device(config.runtime.device)), "versions": versions(),
+        "images": {"train": len(train_ds), "val": len(val_ds)},
+        "splits": {"train": "train_aug", "val": "val"},
+        "classes_without_train_points": [n for n, c in list(points.counts().items())[1:] if c == 0],
+        "clicks": clicks, "experiments": {k: str(out / k) for k in todo}, "speed": speed,
+        "val_cam_labels": "VOC XML annotations (all objects), as IRNet",
+        "paper_values": "only the val values CAM 46.0, PCAM 54.4, refined PCAM 68.5, final 70.5 and fully "
+                        "supervised 78.9 are known to this tool; all other paper values are null (unknown)",
+        "config": to_dict(config),
+    }
+    report: dict[str, Any] = {"rows": [], "metadata": meta}
+
+    def write() -> None:
+        report["rows"] = build_rows(scores, parts, supp_json is not None)
+        atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(out / "report.md", markdown(report))
+
+    for exp, job in todo.items():
+        cfg = experiment_config(config, exp)
+        if exp == "fully_supervised":
+            folder, scores[exp] = yield from _fully_supervised(data, cfg, out / exp, force)
+        else:
+            run_data = data if exp != "pcam_3annotators" else RunData(train_images, points3, train_masks,
+                                                                      val_images, val_masks)
+            result = yield from run_pipeline(run_data, cfg, out / exp, until=job["until"], force=force)
+            m = result.metrics
+            scores[exp] = {"miou": {s: v for s, v in m.get("train", {}).items() if s != "final"},
+                           "per_class": {}}
+            if "final" in m.get("val", {}):
+                scores[exp]["miou"]["final"] = m["val"]["final"]
+                scores[exp]["per_class"]["final"] = m["per_class"]["val"]["final"]
+            folder = RunFolder(out / exp, force=force)
+            if job["val"]:
+                cams, info = yield from _val_cams(folder, result, cfg, val_ds, val_images, val_masks,
+                                                  need_maps="val_refined" in job["val"])
+                scores[exp]["miou"]["val_cams"] = round(info["miou"], 2)
+                if "val_refined" in job["val"]:
+                    info = yield from _val_refined(folder, result, cfg, val_ds, val_images, val_masks, cams)
+                    scores[exp]["miou"]["val_refined"] = round(info["miou"], 2)
+        speed[exp] = _speed(folder, cfg, len(train_ds), len(val_ds))
+        write()
+    write()
+    yield Progress("voc", 1, 1, message=f"report written to {out / 'report.md'}")
+    return report
