@@ -54,12 +54,20 @@ def main() -> int:
     timer.start()
     start = time.perf_counter()
     train.train_button.click()
+    first_cams: list[float] = []
+    worker_span: list[float] = []
+    train.worker.started.connect(lambda: worker_span.append(time.perf_counter()))
+    train.worker.finished.connect(lambda: worker_span.append(time.perf_counter()))
+    train.worker.yielded.connect(
+        lambda p: first_cams.append(time.perf_counter()) if p.stage == "cams" and not first_cams else None)
     wait_for(train)
     end = time.perf_counter()
     timer.stop()
     inside = np.array([t for t in ticks if start <= t <= end])
     gaps = np.diff(inside) * 1000
     worst = np.argsort(gaps)[::-1][:5]
+    during = np.array([t for t in ticks if worker_span[0] <= t <= worker_span[-1]])
+    worker_gaps = np.diff(during) * 1000
     result = {
         "status": train.status.text(),
         "until": args.until,
@@ -71,8 +79,12 @@ def main() -> int:
         "max_tick_gap_ms": round(float(gaps.max()), 1),
         "p99_tick_gap_ms": round(float(np.percentile(gaps, 99)), 1),
         "median_tick_gap_ms": round(float(np.median(gaps)), 1),
+        "worker_started_at_s": round(worker_span[0] - start, 2),
+        "max_tick_gap_while_worker_runs_ms": round(float(worker_gaps.max()), 1),
+        "p99_tick_gap_while_worker_runs_ms": round(float(np.percentile(worker_gaps, 99)), 1),
         "largest_gaps_ms_at_s": [[round(float(gaps[i]), 1), round(float(inside[i] - start), 2)] for i in worst],
         "train_to_first_pcam_layer_s": round(first_layer[0] - start, 2) if first_layer else None,
+        "train_to_first_heatmap_values_s": round(first_cams[0] - start, 2) if first_cams else None,
         "result_layers_added_at_s": [[name, round(t - start, 2)] for name, t in inserted],
     }
     print(json.dumps(result, indent=2))

@@ -5,15 +5,17 @@ updates them instead of piling up new layers, even if the user renamed them. The
 image's scale and translate (of its slice / row / column axes) so they stay aligned with it.
 
 Previews are written into one array per layer (the layer's own data once it exists); :meth:`ResultTarget.flush`
-turns them into layers. Adding a layer costs the GUI thread a few tens of milliseconds (vispy visual, layer
-controls), so while training, the widget flushes on a timer and creates at most one new layer per flush,
-and new layers do not take the layer selection away from the layer the user works on.
+turns them into layers. Adding a layer costs the GUI thread about 0.1-0.2 s under software OpenGL (vispy
+visual, layer controls, redraw), and several times that while a training thread competes for the GIL and
+the CPU. So the training widget has the layers it expects made empty (:meth:`ResultTarget.prepare`) one
+per timer tick *before* the worker starts, then only refreshes them; new layers never take the layer
+selection away from the layer the user works on.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
@@ -28,6 +30,7 @@ from .convert import layer_array, spatial_axes
 LABEL_STAGES = ("pcam labels", "refined", "final")
 KEY = "pcam_result"
 REDRAW_MS = 150
+PREPARE_MS = 20  # between the empty layers made before a worker starts
 
 
 class ResultTarget:
@@ -77,19 +80,28 @@ class ResultTarget:
             return self.show_labels(progress.stage, progress.preview, index)
         return None
 
+    def heatmap_kinds(self) -> list[str]:
+        """Result kinds of the per-class heatmaps ('pcam <class>')."""
+        return [f"pcam {name}" for name in self.class_names[1:]]
+
+    def prepare(self, kinds: Sequence[str]) -> None:
+        """Have the layers of these kinds (heatmap kinds or label stages) made empty at the next flushes."""
+        for kind in kinds:
+            self._ensure(kind)
+            if kind not in self._layers and kind not in self._dirty:
+                self._dirty.append(kind)
+
     def show_cams(self, cams: CamMaps, index: int) -> str:
         """Write the CAMs of image ``index`` into one heatmap per foreground class."""
         dense = cams.dense(len(self.class_names) - 1)
-        kind = ""
-        for c, name in enumerate(self.class_names[1:], start=1):
-            kind = f"pcam {name}"
-            self._write(kind, np.float32, False, self._heatmap_kwargs(c), index, dense[c - 1])
-        return kind
+        kinds = self.heatmap_kinds()
+        for c, kind in enumerate(kinds):
+            self._write(kind, index, dense[c])
+        return kinds[-1]
 
     def show_labels(self, stage: str, labels: np.ndarray, index: int) -> str:
         """Write the label map of image ``index`` into the Labels layer of ``stage``."""
-        kwargs = {"colormap": self.label_colormap(), "opacity": 0.6}
-        self._write(stage, np.uint8, True, kwargs, index, labels)
+        self._write(stage, index, labels)
         return stage
 
     def layer(self, kind: str) -> Layer | None:
@@ -109,11 +121,20 @@ class ResultTarget:
         # Fixed contrast limits: CAMs lie in [0, 1], and napari need not scan the data for its range.
         return {"colormap": cmap, "blending": "additive", "contrast_limits": (0.0, 1.0)}
 
-    def _write(self, kind: str, dtype, labels_layer: bool, kwargs: dict, index: int, plane: np.ndarray) -> None:
-        array = self._arrays.get(kind)
-        if array is None:
-            array = self._arrays[kind] = self._reuse(kind, dtype, kwargs)
-            self._specs[kind] = (labels_layer, kwargs)
+    def _ensure(self, kind: str) -> np.ndarray:
+        """The array of a result kind, made on first use (the data of an earlier result layer if there is one)."""
+        if kind not in self._arrays:
+            if kind.startswith("pcam ") and kind != "pcam labels":
+                c = self.class_names.index(kind[len("pcam "):])
+                spec, dtype = (False, self._heatmap_kwargs(c)), np.float32
+            else:
+                spec, dtype = (True, {"colormap": self.label_colormap(), "opacity": 0.6}), np.uint8
+            self._specs[kind] = spec
+            self._arrays[kind] = self._reuse(kind, dtype, spec[1])
+        return self._arrays[kind]
+
+    def _write(self, kind: str, index: int, plane: np.ndarray) -> None:
+        array = self._ensure(kind)
         if self.is_stack:
             array[index] = plane
         else:
@@ -176,6 +197,8 @@ class Redrawer:
     def __init__(self, parent, interval_ms: int = REDRAW_MS):
         self.target: ResultTarget | None = None
         self.running = False
+        self.interval_ms = interval_ms
+        self._then: Callable[[], None] | None = None
         self.timer = QTimer(parent)
         self.timer.setInterval(interval_ms)
         self.timer.timeout.connect(self._tick)
@@ -185,13 +208,15 @@ class Redrawer:
         """True while the worker runs or some of its results are not on screen yet."""
         return self.running or (self.target is not None and self.target.pending)
 
-    def start(self, target: ResultTarget) -> None:
-        """Defer ``target``'s redraws to the timer (call when the worker starts)."""
+    def start(self, target: ResultTarget, then: Callable[[], None] | None = None) -> None:
+        """Defer ``target``'s redraws to the timer; call ``then`` (start the worker) once its pending layers exist."""
         if self.target is not None and self.target is not target:
             self.target.flush()  # what an earlier run left to show
         target.deferred = True
-        self.target, self.running = target, True
+        self.target, self.running, self._then = target, True, then
+        self.timer.setInterval(PREPARE_MS if then is not None else self.interval_ms)
         self.timer.start()
+        self._tick()
 
     def finish(self) -> None:
         """The worker ended: the timer stops once the last results are shown."""
@@ -200,22 +225,30 @@ class Redrawer:
     def _tick(self) -> None:
         if self.target is not None:
             self.target.flush(max_new=1)
+        if self._then is not None and not self.target.pending:
+            then, self._then = self._then, None
+            self.timer.setInterval(self.interval_ms)
+            then()
         if not self.busy:
             self.timer.stop()
 
 
 @contextmanager
 def _keep_selection(viewer):
-    """Add layers without making them the active layer (the user keeps clicking points meanwhile)."""
-    layers = viewer.layers
-    before = getattr(layers, "_activate_on_insert", None)
-    if before is not None:
-        layers._activate_on_insert = False
-    try:
+    """Add layers without making them the active layer (the user keeps clicking points meanwhile).
+
+    napari selects every inserted layer; with the selection's events blocked and the selection put back
+    afterwards, no listener sees the change, which also saves switching the layer controls twice.
+    """
+    selection = viewer.layers.selection
+    active, chosen = selection.active, list(selection)
+    with selection.events.blocker_all():
         yield
-    finally:
-        if before is not None:
-            layers._activate_on_insert = before
+        if active is not None:
+            selection.active = active
+        else:
+            selection.active = None
+            selection.update(chosen)
 
 
 def find_results(viewer, image_name: str) -> list[Layer]:

@@ -157,7 +157,6 @@ class TrainingWidget(QWidget):
             return
         self.target, self._run_dir, self._pcam_done, self._shown = target, out, False, set()
         self._config = config
-        self._redraw.start(target)  # result layers are drawn on a timer while training
         self._model_path = out / "models" / "pcam.pt"
         threads = max(1, (os.cpu_count() or 2) - 1)
         self.worker = create_worker(
@@ -172,7 +171,10 @@ class TrainingWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.status.setText("starting…")
         self.started_at = time.perf_counter()
-        self.worker.start()
+        # The empty result layers are made first (one per timer tick), while no training thread competes
+        # with the viewer; then the worker starts and result layers are only refreshed, on the timer.
+        target.prepare(_result_kinds(target, self.until.value))
+        self._redraw.start(target, then=self.worker.start)
 
     def cancel(self) -> None:
         """Ask the running job to stop at its next step."""
@@ -254,6 +256,13 @@ class TrainingWidget(QWidget):
         self.worker = None
         self.train_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+
+
+def _result_kinds(target: ResultTarget, until: str) -> list[str]:
+    """Result layers that a run until ``until`` fills: heatmaps from 'cams', then 'refined', 'final'."""
+    last = STAGES.index(until)
+    kinds = target.heatmap_kinds() if last >= STAGES.index("cams") else []
+    return kinds + [stage for stage in ("refined", "final") if last >= STAGES.index(stage)]
 
 
 def _is_result(layer) -> bool:
