@@ -39,6 +39,18 @@ def _check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool
     _check(ok, f"{name}={value!r} is out of range; it must lie in {bracket}{lo}, {hi}].")
 
 
+def _check_crop(name: str, value: int) -> None:
+    _check(
+        isinstance(value, int) and value >= 32 and value % 16 == 0,
+        f"{name}={value!r} is not valid; use a multiple of 16 of at least 32.",
+    )
+
+
+def _check_scale_range(name: str, value: Any) -> None:
+    lo, hi = _pair(name, value)
+    _check(0 < lo <= hi <= 8, f"{name}={value!r} must satisfy 0 < low <= high <= 8.")
+
+
 def _check_weights(name: str, value: str) -> None:
     _check(
         isinstance(value, str) and value != "",
@@ -100,12 +112,8 @@ class CamConfig:
         _check_range("cam.epochs", self.epochs, 1, 100000)
         _check_range("cam.batch_size", self.batch_size, 1, 4096)
         _check_range("cam.min_steps", self.min_steps, 0, 10**7)
-        _check(
-            isinstance(self.crop_size, int) and self.crop_size >= 32 and self.crop_size % 16 == 0,
-            f"cam.crop_size={self.crop_size!r} is not valid; use a multiple of 16 of at least 32.",
-        )
-        lo, hi = _pair("cam.scale_range", self.scale_range)
-        _check(0 < lo <= hi <= 8, f"cam.scale_range={self.scale_range!r} must satisfy 0 < low <= high <= 8.")
+        _check_crop("cam.crop_size", self.crop_size)
+        _check_scale_range("cam.scale_range", self.scale_range)
 
 
 @dataclass(frozen=True)
@@ -222,12 +230,8 @@ class IrnConfig:
         _check_range("irn.epochs", self.epochs, 1, 100000)
         _check_range("irn.batch_size", self.batch_size, 1, 4096)
         _check_range("irn.min_steps", self.min_steps, 0, 10**7)
-        _check(
-            isinstance(self.crop_size, int) and self.crop_size >= 32 and self.crop_size % 16 == 0,
-            f"irn.crop_size={self.crop_size!r} is not valid; use a multiple of 16 of at least 32.",
-        )
-        lo, hi = _pair("irn.scale_range", self.scale_range)
-        _check(0 < lo <= hi <= 8, f"irn.scale_range={self.scale_range!r} must satisfy 0 < low <= high <= 8.")
+        _check_crop("irn.crop_size", self.crop_size)
+        _check_scale_range("irn.scale_range", self.scale_range)
 
 
 @dataclass(frozen=True)
@@ -326,10 +330,7 @@ class DeepLabConfig:
             not (self.freeze_bn and self.weights == "none"),
             "deeplab.freeze_bn=True needs pretrained weights; with deeplab.weights='none' BatchNorm must train.",
         )
-        _check(
-            isinstance(self.crop_size, int) and self.crop_size >= 32 and self.crop_size % 16 == 0,
-            f"deeplab.crop_size={self.crop_size!r} is not valid; use a multiple of 16 of at least 32.",
-        )
+        _check_crop("deeplab.crop_size", self.crop_size)
         _check(
             isinstance(self.tile_size, int) and self.tile_size >= 64 and self.tile_size % 16 == 0,
             f"deeplab.tile_size={self.tile_size!r} must be a multiple of 16 of at least 64.",
@@ -338,8 +339,7 @@ class DeepLabConfig:
             isinstance(self.tile_overlap, int) and 0 <= self.tile_overlap <= self.tile_size // 2,
             f"deeplab.tile_overlap={self.tile_overlap!r} must lie between 0 and half the tile size.",
         )
-        lo, hi = _pair("deeplab.scale_range", self.scale_range)
-        _check(0 < lo <= hi <= 8, f"deeplab.scale_range={self.scale_range!r} must satisfy 0 < low <= high <= 8.")
+        _check_scale_range("deeplab.scale_range", self.scale_range)
 
 
 @dataclass(frozen=True)
