@@ -19,6 +19,7 @@ from .config import PipelineConfig, to_dict
 from .data.cams import CamMaps
 from .data.images import ImageStack
 from .data.points import PointAnnotations
+from .device import resolve_device
 from .errors import DataError
 from .io import atomic_write_text, write_tiff
 from .metrics import evaluate
@@ -188,8 +189,7 @@ def _stage_cams(data: RunData, config: PipelineConfig, folder: RunFolder, traine
         return [CamMaps.load(p) for p in paths]
     folder.forget("cams")
     start = time.perf_counter()
-    device = next(trained.model.parameters()).device
-    trained.model.to(device)
+    trained.model.to(resolve_device(config.runtime.device))  # a cached PCAM is loaded on the CPU
     keys = image_keys(data.points, len(data.images), config.cam_inference.restrict_to_labels)
     amp = config.runtime.amp
     cams = []

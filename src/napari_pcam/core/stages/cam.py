@@ -24,7 +24,7 @@ from ..data.images import ImageStack, image_to_tensor
 from ..data.points import PointAnnotations
 from ..data.transforms import IGNORE, Sample, augment
 from ..device import autocast, resolve_device
-from ..errors import DataError
+from ..errors import CheckpointError, DataError
 from ..models.cam import CamNet
 from ..progress import Progress
 
@@ -66,8 +66,6 @@ class TrainedCam:
 
 
 def _load_state(model: CamNet, state: dict, *, pretrained: bool, path) -> None:
-    from ..errors import CheckpointError
-
     if pretrained:  # rebuild the frozen parts exactly as they were trained
         model.backbone.pretrained = True
         for module in (model.backbone.stem, model.backbone.layer1, model.backbone.layer2):
