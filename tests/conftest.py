@@ -37,3 +37,13 @@ def tiny_pipeline():
         random_walk=RandomWalkConfig(exp_times=3),
         deeplab=DeepLabConfig(backbone="resnet18", weights="none", crop_size=64, batch_size=2, epochs=1),
     )
+
+
+@pytest.fixture(scope="session")
+def run_data():
+    """Three training images (all classes clicked) and two held-out images, with masks."""
+    from napari_pcam.core.data.synthetic import make_synthetic
+    from napari_pcam.core.pipeline import RunData
+
+    train, val = make_synthetic(3, 64, seed=10), make_synthetic(2, 64, seed=12)
+    return RunData(train.images, train.points, train.masks, val.images, val.masks)

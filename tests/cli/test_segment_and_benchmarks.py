@@ -1,4 +1,4 @@
-"""`napari-pcam segment` with a trained bundle, and the chain / throughput benchmarks on tiny data."""
+"""`napari-pcam segment` with a trained bundle, and the chain / throughput benchmarks on tiny run_data."""
 
 import json
 
@@ -10,22 +10,14 @@ from PIL import Image
 from napari_pcam.benchmarks.chain import ROWS, benchmark_chain, markdown
 from napari_pcam.cli import main
 from napari_pcam.core.bundle import load_bundle
-from napari_pcam.core.data.synthetic import make_synthetic
 from napari_pcam.core.pipeline import RunData, run_pipeline
 from napari_pcam.core.progress import drain
 
 
-
 @pytest.fixture(scope="module")
-def data():
-    train, val = make_synthetic(3, 64, seed=10), make_synthetic(2, 64, seed=12)
-    return RunData(train.images, train.points, train.masks, val.images, val.masks)
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(data, tmp_path_factory, tiny_pipeline):
+def bundle_dir(run_data, tmp_path_factory, tiny_pipeline):
     out = tmp_path_factory.mktemp("run")
-    drain(run_pipeline(data, tiny_pipeline, out, until="final"))
+    drain(run_pipeline(run_data, tiny_pipeline, out, until="final"))
     return out / "model"
 
 
@@ -35,22 +27,22 @@ def _write(folder, images, gray=False):
         Image.fromarray(img.mean(2).astype(np.uint8) if gray else img).save(folder / name)
 
 
-def test_segment_writes_the_bundles_predictions(bundle_dir, data, tmp_path):
-    _write(tmp_path / "new", data.val_images)
+def test_segment_writes_the_bundles_predictions(bundle_dir, run_data, tmp_path):
+    _write(tmp_path / "new", run_data.val_images)
     assert main(["segment", "--model", str(bundle_dir), "--images", str(tmp_path / "new"),
                  "--out", str(tmp_path / "labels"), "--device", "cpu", "--quiet"]) == 0
     bundle = load_bundle(bundle_dir)
-    for name, img in zip(data.val_images.names, data.val_images.images):
+    for name, img in zip(run_data.val_images.names, run_data.val_images.images):
         written = tifffile.imread(tmp_path / "labels" / name.replace(".png", ".tif"))
         np.testing.assert_array_equal(written, bundle.predict(img))
 
 
-def test_segment_refuses_other_channel_count_and_overwrites(bundle_dir, data, tmp_path, capsys):
-    _write(tmp_path / "gray", data.val_images, gray=True)
+def test_segment_refuses_other_channel_count_and_overwrites(bundle_dir, run_data, tmp_path, capsys):
+    _write(tmp_path / "gray", run_data.val_images, gray=True)
     args = ["segment", "--model", str(bundle_dir), "--images", str(tmp_path / "gray"), "--out", str(tmp_path / "o"),
             "--quiet"]
     assert main(args) == 2 and "expects 3-channel images" in capsys.readouterr().err
-    _write(tmp_path / "rgb", data.val_images)
+    _write(tmp_path / "rgb", run_data.val_images)
     args[4] = str(tmp_path / "rgb")
     assert main(args) == 0
     assert main(args) == 2 and "--force" in capsys.readouterr().err
@@ -64,8 +56,8 @@ def test_segment_with_a_foreign_folder_as_model(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_chain_benchmark_rows(data, tmp_path, tiny_pipeline):
-    rows = drain(benchmark_chain(data, tiny_pipeline, tmp_path))
+def test_chain_benchmark_rows(run_data, tmp_path, tiny_pipeline):
+    rows = drain(benchmark_chain(run_data, tiny_pipeline, tmp_path))
     assert [r["name"] for r in rows] == list(ROWS)
     for r in rows:
         assert 0 <= r["train_miou"] <= 100 and 0 <= r["val_miou"] <= 100
@@ -76,11 +68,11 @@ def test_chain_benchmark_rows(data, tmp_path, tiny_pipeline):
     assert "| random forest |" in table and "final / fully supervised" in table
 
 
-def test_chain_benchmark_needs_masks(data, tmp_path, tiny_pipeline):
+def test_chain_benchmark_needs_masks(run_data, tmp_path, tiny_pipeline):
     from napari_pcam.core.errors import DataError
 
     with pytest.raises(DataError, match="needs ground-truth masks"):
-        drain(benchmark_chain(RunData(data.images, data.points), tiny_pipeline, tmp_path))
+        drain(benchmark_chain(RunData(run_data.images, run_data.points), tiny_pipeline, tmp_path))
 
 
 def test_throughput_benchmark_cli(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The whole chain on tiny synthetic data: outputs, resume after an interruption, bundle round trip."""
+"""The whole chain on tiny synthetic run_data: outputs, resume after an interruption, bundle round trip."""
 
 import json
 
@@ -6,24 +6,16 @@ import numpy as np
 import pytest
 
 from napari_pcam.core.bundle import load_bundle
-from napari_pcam.core.data.synthetic import make_synthetic
 from napari_pcam.core.errors import CheckpointError, DataError
 from napari_pcam.core.pipeline import RunData, run_pipeline
 from napari_pcam.core.progress import drain
 
 
-
 @pytest.fixture(scope="module")
-def data():
-    train, val = make_synthetic(3, 64, seed=10), make_synthetic(2, 64, seed=12)
-    return RunData(train.images, train.points, train.masks, val.images, val.masks)
-
-
-@pytest.fixture(scope="module")
-def finished(data, tmp_path_factory, tiny_pipeline):
+def finished(run_data, tmp_path_factory, tiny_pipeline):
     out = tmp_path_factory.mktemp("run")
     stages = []
-    gen = run_pipeline(data, tiny_pipeline, out, until="final")
+    gen = run_pipeline(run_data, tiny_pipeline, out, until="final")
     while True:
         try:
             stages.append(next(gen).stage)
@@ -44,14 +36,14 @@ def test_every_stage_runs_and_writes_its_files(finished):
     assert result.final[0].shape == (64, 64) and result.final[0].dtype == np.uint8
 
 
-def test_bundle_round_trip_gives_identical_predictions(finished, data):
+def test_bundle_round_trip_gives_identical_predictions(finished, run_data):
     out, result, _ = finished
-    bundle = load_bundle(out / "model", class_names=data.points.class_names)
-    for img, expected in zip(data.val_images.images, result.val_final):
+    bundle = load_bundle(out / "model", class_names=run_data.points.class_names)
+    for img, expected in zip(run_data.val_images.images, result.val_final):
         np.testing.assert_array_equal(bundle.predict(img), expected)
 
 
-def test_bundle_rejects_other_channel_count_and_classes(finished, data):
+def test_bundle_rejects_other_channel_count_and_classes(finished, run_data):
     out, _, _ = finished
     bundle = load_bundle(out / "model")
     with pytest.raises(DataError, match="expects 3-channel images"):
@@ -73,8 +65,8 @@ def test_bundle_from_another_version_is_rejected(finished, tmp_path):
         load_bundle(copy)
 
 
-def test_interrupted_run_resumes_without_recomputing(data, tmp_path, tiny_pipeline):
-    gen = run_pipeline(data, tiny_pipeline, tmp_path, until="refined")
+def test_interrupted_run_resumes_without_recomputing(run_data, tmp_path, tiny_pipeline):
+    gen = run_pipeline(run_data, tiny_pipeline, tmp_path, until="refined")
     for p in gen:
         if p.stage == "irn":  # interrupt while IRNet trains: PCAM and CAMs are finished
             gen.close()
@@ -83,7 +75,7 @@ def test_interrupted_run_resumes_without_recomputing(data, tmp_path, tiny_pipeli
     stamp = pcam.stat().st_mtime_ns
     assert not (tmp_path / "models" / "irn.pt").exists()
     stages = []
-    gen = run_pipeline(data, tiny_pipeline, tmp_path, until="refined")
+    gen = run_pipeline(run_data, tiny_pipeline, tmp_path, until="refined")
     while True:
         try:
             p = next(gen)
@@ -94,13 +86,13 @@ def test_interrupted_run_resumes_without_recomputing(data, tmp_path, tiny_pipeli
     assert pcam.stat().st_mtime_ns == stamp and (tmp_path / "models" / "irn.pt").is_file()
 
 
-def test_held_out_masks_with_undeclared_values(data):
-    bad = [m.copy() for m in data.val_masks]
+def test_held_out_masks_with_undeclared_values(run_data):
+    bad = [m.copy() for m in run_data.val_masks]
     bad[0][0, 0] = 9
     with pytest.raises(DataError, match="values \\[9\\] that are not declared classes"):
-        RunData(data.images, data.points, data.masks, data.val_images, bad)
+        RunData(run_data.images, run_data.points, run_data.masks, run_data.val_images, bad)
 
 
-def test_held_out_images_without_masks(data):
+def test_held_out_images_without_masks(run_data):
     with pytest.raises(DataError, match="without masks"):
-        RunData(data.images, data.points, data.masks, data.val_images, None)
+        RunData(run_data.images, run_data.points, run_data.masks, run_data.val_images, None)
