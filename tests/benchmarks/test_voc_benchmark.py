@@ -129,3 +129,37 @@ def test_class_validation_is_relaxed_only_for_the_benchmark_points():
     SubsetPoints(*args).validate([(8, 8)])
     with pytest.raises(DataError, match="no foreground point"):  # still an error on a VOC subset
         SubsetPoints(np.array([0]), np.array([[3.0, 4.0]]), np.array([0]), args[3]).validate([(8, 8)])
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_processes_gives_the_same_tables(fake, tmp_path):
+    """The real torchrun, 2 CPU processes with gloo: same rows and cells as one process, report from rank 0."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(_args(fake, one)) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "napari_pcam", *_args(fake, two)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1  # only rank 0 prints
+    a, b = (json.loads((p / "report.json").read_text()) for p in (one, two))
+    assert b["metadata"]["processes"] == 2 and a["metadata"]["processes"] == 1
+    assert [(r["table"], r["row"], sorted(r["ours"])) for r in a["rows"]] == \
+           [(r["table"], r["row"], sorted(r["ours"])) for r in b["rows"]]
+    for ra, rb in zip(a["rows"], b["rows"]):
+        for split, v in ra["ours"].items():  # a few optimiser steps from scratch: same ballpark, not equal
+            assert 0 <= rb["ours"][split] <= 100 and abs(rb["ours"][split] - v) < 25, (ra, rb)
+    for exp in ("pcam", "cam"):  # every per-image result exists once, whichever rank made it
+        run = two / exp
+        assert len(list((run / "cams").glob("*.npz"))) == 6 and len(list((run / "val_cams").glob("*.npz"))) == 6
+        assert not list(run.rglob("*.tmp"))
+
+
+def test_other_subcommands_refuse_torchrun(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["segment", "--model", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "only 'run' and 'benchmark voc' run under torchrun" in capsys.readouterr().err

@@ -43,3 +43,30 @@ def test_unreadable_file_is_named(tmp_path):
 def test_empty_folder(tmp_path):
     with pytest.raises(DataError, match="holds no images"):
         read_image_folder(tmp_path)
+
+
+def test_lazy_stack_checks_sizes_and_names_without_reading():
+    from napari_pcam.core.data.images import LazyImages
+
+    def read(i):
+        raise AssertionError("nothing may be read while building the stack")
+
+    stack = ImageStack(LazyImages(read, [(20, 30), (40, 16)], 2, "k"), ["a", "b"])
+    assert stack.shapes == [(20, 30), (40, 16)] and stack.channels == 2 and len(stack) == 2
+    with pytest.raises(DataError, match="at least 16 x 16"):
+        ImageStack(LazyImages(read, [(20, 30), (8, 16)], 1, "k"), ["a", "b"])
+    with pytest.raises(DataError, match="unique names"):
+        ImageStack(LazyImages(read, [(20, 30), (20, 16)], 1, "k"), ["a", "a"])
+    grey = ImageStack(LazyImages(lambda i: np.zeros((20, 30), np.uint8), [(20, 30)], 1, "k"), ["a"])
+    assert grey.images[0].shape == (20, 30, 1)  # 2D files come back as H x W x 1, like eager stacks
+
+
+def test_lazy_sequence_views_and_take():
+    from napari_pcam.core.data.lazy import LazySequence, take
+
+    calls = []
+    seq = LazySequence([1, 2, 3, 4], lambda v: calls.append(v) or v * 10)
+    assert calls == [] and len(seq) == 4 and seq[1] == 20 and calls == [2]
+    sub = seq.subset([3, 0])
+    assert list(sub) == [40, 10] and sub[-1] == 10 and seq[1:3] == [20, 30]
+    assert isinstance(take(seq, [1]), LazySequence) and take([5, 6, 7], [2, 0]) == [7, 5]

@@ -34,6 +34,11 @@ def test_every_stage_runs_and_writes_its_files(finished):
     assert all(0 <= v <= 100 for v in metrics["train"].values())
     assert {"pcam", "cams", "irn", "refined", "deeplab", "final"} <= set(metrics["seconds"])
     assert result.final[0].shape == (64, 64) and result.final[0].dtype == np.uint8
+    # results are read from the folder on access, never all held in memory (VOC's would not fit)
+    from napari_pcam.core.data.lazy import LazySequence
+
+    assert all(isinstance(x, LazySequence) for x in (result.cams, result.refined, result.final, result.val_final))
+    assert len(result.cams) == 3 and result.cams[2].shape == (64, 64)
 
 
 def test_bundle_round_trip_gives_identical_predictions(finished, run_data):

@@ -202,3 +202,45 @@ def test_fake_tree_is_seeded(tmp_path):
     np.testing.assert_array_equal(read_voc_mask(a.voc2012 / name), read_voc_mask(b.voc2012 / name))
     assert (a.root / "clicks_main.json").read_text() == (b.root / "clicks_main.json").read_text()
     assert (a.root / "clicks_main.json").read_text() != (c.root / "clicks_main.json").read_text()
+
+
+def test_image_stack_is_read_on_access_and_equals_the_eager_one(tree, monkeypatch):
+    import pickle
+
+    from napari_pcam.core.run_folder import fingerprint
+
+    ds = open_voc(tree.root, "train_aug", require_masks=True)
+    eager, lazy = ds.to_image_stack(lazy=False), ds.to_image_stack()
+    assert lazy.lazy and not eager.lazy and lazy.names == eager.names
+    assert lazy.shapes == eager.shapes and lazy.channels == 3 and len(lazy) == len(eager)
+    reads = []
+    original = VocDataset.image
+    monkeypatch.setattr(VocDataset, "image", lambda self, i: reads.append(i) or original(self, i))
+    key = fingerprint(lazy.images)  # by files, sizes and times: no pixel is decoded
+    sub = lazy.subset([3, 1])
+    assert reads == [] and sub.lazy and sub.names == [eager.names[3], eager.names[1]]
+    np.testing.assert_array_equal(sub.images[0], eager.images[3])
+    assert reads == [3]
+    for a, b in zip(lazy.images, eager.images):
+        np.testing.assert_array_equal(a, b)
+    assert fingerprint(ds.to_image_stack().images) == key != fingerprint(sub.images)
+    masks = ds.masks()
+    assert len(masks) == len(ds) and masks[2].dtype == np.uint8
+    np.testing.assert_array_equal(masks[2], ds.mask(2))
+    assert pickle.loads(pickle.dumps(lazy.images))[1].shape == eager.images[1].shape  # loader workers
+
+
+def test_changed_image_file_changes_the_fingerprint_and_a_resized_one_is_caught(tree, tmp_path):
+    from napari_pcam.core.run_folder import fingerprint
+
+    root = tmp_path / "copy"
+    shutil.copytree(tree.root, root)
+    ds = open_voc(root, "val")
+    before = fingerprint(ds.to_image_stack().images)
+    stack = ds.to_image_stack()
+    path = ds.image_path(0)
+    h, w = ds.shape(0)
+    Image.new("RGB", (w + 3, h)).save(path)
+    assert fingerprint(open_voc(root, "val").to_image_stack().images) != before
+    with pytest.raises(DataError, match="did the file change"):
+        stack.images[0]

@@ -12,6 +12,10 @@ every one resumes from its cached stages:
 Training uses ``train_aug`` and evaluation ``val`` (plus train_aug for the CAM and refined rows). CAMs of
 val images are restricted to the classes of their XML annotations, as IRNet does; they and their random
 walk are cached as extra stages (``val_cams``, ``val_refined``) in the experiment's folder.
+
+Under ``torchrun --nproc_per_node=N`` every rank runs this function: training uses DistributedDataParallel,
+the per-image work (CAMs, random walk, prediction, evaluation) is shared out image by image, and rank 0
+alone writes the reports (see :mod:`napari_pcam.core.distributed`).
 """
 
 from __future__ import annotations
@@ -25,17 +29,19 @@ from typing import Any, Generator
 
 import numpy as np
 
+from ..core import distributed
 from ..core.config import PipelineConfig, to_dict
 from ..core.data.cams import CamMaps
 from ..core.data.images import ImageStack
+from ..core.data.lazy import LazySequence, take
 from ..core.data.points import PointAnnotations
 from ..core.data.voc_dataset import VocDataset, open_voc
 from ..core.data.voc_points import load_voc_points
 from ..core.device import resolve_device
 from ..core.errors import DataError
 from ..core.io import atomic_write_text
-from ..core.metrics import evaluate
-from ..core.pipeline import RunData, RunResult, run_pipeline
+from ..core.distributed import evaluate
+from ..core.pipeline import RunData, RunResult, predict_all, run_pipeline, subset
 from ..core.progress import Progress
 from ..core.run_folder import RunFolder, fingerprint, versions
 from ..core.stages.cam_inference import compute_cams
@@ -96,10 +102,10 @@ def experiment_config(config: PipelineConfig, exp: str) -> PipelineConfig:
     return dataclasses.replace(config, cam=dataclasses.replace(config.cam, point_mode="clicks"))
 
 
-def _load(voc_root, sbd_root, split: str, max_images: int | None) -> tuple[VocDataset, ImageStack, list[np.ndarray]]:
+def _load(voc_root, sbd_root, split: str, max_images: int | None):
+    """The split's dataset, images and masks; images and masks are read on access, never all at once."""
     ds = open_voc(voc_root, split, sbd_root=sbd_root, label_source="xml", require_masks=True, max_images=max_images)
-    masks = [np.asarray(ds.mask(i), np.uint8) for i in range(len(ds))]  # 0-20 and 255 fit in uint8
-    return ds, ds.to_image_stack(), masks
+    return ds, ds.to_image_stack(), ds.masks()
 
 
 def _points(ds: VocDataset, json_path, mode: str, supp_path=None):
@@ -123,20 +129,24 @@ def _val_cams(folder: RunFolder, result: RunResult, config: PipelineConfig, val_
     if folder.is_done("val_cams", key) and all(p.is_file() for p in paths):
         yield Progress("val_cams", len(paths), len(paths), message="cached")
         info = folder.manifest["stages"]["val_cams"]
-        return ([CamMaps.load(p) for p in paths] if need_maps else None), info
+        return (LazySequence(paths, CamMaps.load) if need_maps else None), info
     folder.forget("val_cams")
-    start, cams, labels = time.perf_counter(), [], []
-    model, thr = result.pcam.model, config.cam_inference.bg_threshold
-    for i, img in enumerate(val_images.images):
+    start, labels = time.perf_counter(), {}
+    model, thr = result.pcam.model.to(resolve_device(config.runtime.device)), config.cam_inference.bg_threshold
+    mine = distributed.shard(len(paths))
+    for j, i in enumerate(mine):
         keys = val_ds.labels(i)
+        img = val_images.images[i]
         c = compute_cams(model, img, config.cam_inference, keys=keys if len(keys) else None, amp=config.runtime.amp)
         c.save(paths[i])
-        cams.append(c)
-        labels.append(c.labels(thr))
-        yield Progress("val_cams", i + 1, len(val_images), message=val_ds.ids[i])
-    scores = evaluate(val_masks, labels, val_ds.class_names)
+        labels[i] = c.labels(thr)
+        yield Progress("val_cams", j + 1, len(mine), message=val_ds.ids[i])
+    distributed.barrier()  # every rank's CAMs are on disk
+    # Scores: each rank's own images (distributed.evaluate sums the confusion matrices over ranks).
+    pred = [labels.get(i) for i in range(len(paths))]
+    scores = evaluate(val_masks, pred, val_ds.class_names)
     folder.mark_done("val_cams", key, time.perf_counter() - start, miou=scores["miou"], per_class=scores["per_class"])
-    return cams, folder.manifest["stages"]["val_cams"]
+    return (LazySequence(paths, CamMaps.load) if need_maps else None), folder.manifest["stages"]["val_cams"]
 
 
 def _val_refined(folder: RunFolder, result: RunResult, config: PipelineConfig, val_ds: VocDataset,
@@ -147,8 +157,14 @@ def _val_refined(folder: RunFolder, result: RunResult, config: PipelineConfig, v
         return folder.manifest["stages"]["val_refined"]
     folder.forget("val_refined")
     start = time.perf_counter()
-    refined = yield from refine_images(val_images, cams, result.irn, config.random_walk, device=config.runtime.device)
-    scores = evaluate(val_masks, refined, val_ds.class_names)
+    mine = distributed.shard(len(val_images))
+    pred: list = [None] * len(val_images)
+    if mine:
+        done = yield from refine_images(subset(val_images, mine), take(cams, mine), result.irn,
+                                        config.random_walk, device=config.runtime.device)
+        for i, lab in zip(mine, done):
+            pred[i] = lab
+    scores = evaluate(val_masks, pred, val_ds.class_names)  # sums the ranks' confusion matrices
     folder.mark_done("val_refined", key, time.perf_counter() - start, miou=scores["miou"], per_class=scores["per_class"])
     return folder.manifest["stages"]["val_refined"]
 
@@ -156,9 +172,10 @@ def _val_refined(folder: RunFolder, result: RunResult, config: PipelineConfig, v
 def _fully_supervised(data: RunData, config: PipelineConfig, out: Path, force: bool):
     """DeepLabv3+ on the true masks; val mIoU and per-class IoU, cached in the folder's manifest."""
     folder = RunFolder(out, force=force)
-    config.save(folder.path("config.toml"))
+    if distributed.is_main():
+        config.save(folder.path("config.toml"))
     names = data.points.class_names
-    key = fingerprint(data.key(), fingerprint(list(data.masks)), to_dict(config.deeplab), config.runtime.seed)
+    key = fingerprint(data.key(), fingerprint(data.masks), to_dict(config.deeplab), config.runtime.seed)
     path = folder.path("models", "deeplab.pt")
     if folder.is_done("deeplab", key) and path.is_file():
         yield Progress("fully_supervised", 1, 1, message="cached")
@@ -169,17 +186,21 @@ def _fully_supervised(data: RunData, config: PipelineConfig, out: Path, force: b
         seg = yield from train_deeplab(data.images, list(data.masks), len(names), config.deeplab,
                                        device=config.runtime.device, seed=config.runtime.seed,
                                        amp=config.runtime.amp, class_names=names)
-        save_segmenter(seg, path)
+        if distributed.is_main():
+            save_segmenter(seg, path)
+        distributed.barrier()  # the model file exists before anyone may load it
         folder.mark_done("deeplab", key, time.perf_counter() - start)
     vkey = fingerprint(key, data.val_images.images)
     if not folder.is_done("val_final", vkey):
         folder.forget("val_final")
         seg = seg or load_segmenter(path, class_names=names, device=config.runtime.device)
-        start, preds = time.perf_counter(), []
-        for i, img in enumerate(data.val_images.images):
-            preds.append(seg.predict(img, device=config.runtime.device, amp=config.runtime.amp))
-            yield Progress("fully_supervised_val", i + 1, len(data.val_images), message=data.val_images.names[i])
-        scores = evaluate(list(data.val_masks), preds, names)
+        start, mine = time.perf_counter(), distributed.shard(len(data.val_images))
+        preds: list = [None] * len(data.val_images)
+        if mine:
+            done = yield from predict_all(seg, subset(data.val_images, mine), config, "fully_supervised_val")
+            for i, lab in zip(mine, done):
+                preds[i] = lab
+        scores = evaluate(list(data.val_masks), preds, names)  # sums the ranks' confusion matrices
         folder.mark_done("val_final", vkey, time.perf_counter() - start, miou=scores["miou"],
                          per_class=scores["per_class"])
     info = folder.manifest["stages"]["val_final"]
@@ -224,6 +245,7 @@ def benchmark_voc(
             raise DataError(f"the {what} {str(p)!r} does not exist; fetch pascal2012_trainval_main.json / "
                             "_supp.json (Bearman et al., ECCV 2016) and pass its path.")
     out = Path(out)
+    dist = distributed.info()
     yield Progress("voc", 0, 1, message="reading train_aug and val")
     train_ds, train_images, train_masks = _load(voc_root, sbd_root, "train_aug", max_images)
     val_ds, val_images, val_masks = _load(voc_root, sbd_root, "val", max_images)
@@ -243,6 +265,7 @@ def benchmark_voc(
         "weights": {"cam": config.cam.weights, "irn": config.irn.weights, "deeplab": config.deeplab.weights},
         "backbones": {"cam": config.cam.backbone, "irn": config.irn.backbone, "deeplab": config.deeplab.backbone},
         "seed": config.runtime.seed, "device": str(resolve_device(config.runtime.device)), "versions": versions(),
+        "processes": dist.world_size,
         "images": {"train": len(train_ds), "val": len(val_ds)},
         "splits": {"train": "train_aug", "val": "val"},
         "classes_without_train_points": [n for n, c in list(points.counts().items())[1:] if c == 0],
@@ -256,6 +279,8 @@ def benchmark_voc(
 
     def write() -> None:
         report["rows"] = build_rows(scores, parts, supp_json is not None)
+        if not distributed.is_main():
+            return
         atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
         atomic_write_text(out / "report.md", markdown(report))
 

@@ -3,11 +3,13 @@
 Each subcommand module defines ``add_parser(subparsers)`` which registers its parser and sets
 ``func`` (taking the parsed namespace, returning an exit code). Errors raised on purpose
 (:class:`~napari_pcam.core.errors.PcamError`) are printed as one clear line, never a traceback.
+Subcommands that can run as several processes under ``torchrun`` set ``torchrun=True``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..core.errors import PcamError
@@ -40,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not getattr(args, "torchrun", False):
+        print(f"napari-pcam: error: '{args.command}' runs in one process; of the subcommands only 'run' and "
+              "'benchmark voc' run under torchrun with several processes.", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except PcamError as exc:

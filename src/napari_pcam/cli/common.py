@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import warnings
 from pathlib import Path
-from typing import Generator, TypeVar
+from typing import Generator, Iterator, TypeVar
 
 from ..core.config import PipelineConfig, load_config
 from ..core.errors import DataError
@@ -53,9 +55,40 @@ def resolve_config(args: argparse.Namespace, default_preset: str = "paper") -> P
     return dataclasses.replace(cfg, cam=cam, runtime=runtime)
 
 
+@contextlib.contextmanager
+def distributed_session(device: str) -> Iterator[bool]:
+    """Join torchrun's process group for the command (nothing without torchrun); yields "this rank prints".
+
+    On success every rank waits for the others before leaving the group; after an error it leaves at once
+    (torchrun then stops the other ranks).
+    """
+    from ..core import distributed
+
+    info = distributed.init_from_env(device)
+    try:
+        with warnings.catch_warnings():
+            if not info.is_main:  # rank 0 reports; N copies of every warning help nobody
+                warnings.simplefilter("ignore")
+            yield info.is_main
+    except BaseException:
+        if info.enabled:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+        raise
+    distributed.shutdown()
+
+
 def drain_with_tqdm(gen: Generator[Progress, None, T], *, quiet: bool = False) -> T:
-    """Run a progress generator, showing one tqdm bar per stage; returns its result."""
+    """Run a progress generator, showing one tqdm bar per stage; returns its result.
+
+    Under torchrun only rank 0 shows bars (its own share of the per-image stages).
+    """
     from tqdm.auto import tqdm
+
+    from ..core import distributed
+
+    quiet = quiet or not distributed.is_main()
 
     bar, stage = None, None
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..core.data.points import read_points_csv
 from ..core.data.readers import read_image_folder, read_masks
 from ..core.pipeline import STAGES, RunData, run_pipeline
-from .common import add_config_options, drain_with_tqdm, require, resolve_config
+from .common import add_config_options, distributed_session, drain_with_tqdm, require, resolve_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="recompute stale stages / write into a foreign folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_options(p)
-    p.set_defaults(func=main)
+    p.set_defaults(func=main, torchrun=True)
 
 
 def load_run_data(args: argparse.Namespace) -> RunData:
@@ -59,9 +59,12 @@ def main(args: argparse.Namespace) -> int:
     config = resolve_config(args, default_preset="sample" if args.sample else "paper")
     data = load_run_data(args)
     start = time.perf_counter()
-    result = drain_with_tqdm(run_pipeline(data, config, args.out, until=args.until, force=args.force), quiet=args.quiet)
+    with distributed_session(config.runtime.device) as main_rank:  # several processes under torchrun
+        result = drain_with_tqdm(run_pipeline(data, config, args.out, until=args.until, force=args.force),
+                                 quiet=args.quiet)
     total = time.perf_counter() - start
-    print_summary(result.metrics, total, args.out)
+    if main_rank:
+        print_summary(result.metrics, total, args.out)
     return 0
 
 

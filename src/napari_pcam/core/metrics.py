@@ -46,6 +46,11 @@ def evaluate(gts: list[np.ndarray], preds: list[np.ndarray], class_names: tuple[
     conf = np.zeros((n, n), np.int64)
     for g, p in zip(gts, preds):
         conf += confusion_matrix(g, p, n)
+    return scores(conf, class_names)
+
+
+def scores(conf: np.ndarray, class_names: tuple[str, ...] | list[str]) -> dict:
+    """``{"miou": percent, "per_class": {name: percent or None}}`` of an accumulated confusion matrix."""
     iou = iou_per_class(conf)
     return {
         "miou": 100.0 * mean_iou(conf),

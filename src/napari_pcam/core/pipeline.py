@@ -3,6 +3,10 @@
 :func:`run_pipeline` is a generator: it yields the :class:`Progress` of every stage and returns a
 :class:`RunResult`. Every stage's output is cached in the run folder (see :mod:`.run_folder`), so an
 interrupted run resumes where it stopped and a rerun with the same settings recomputes nothing.
+
+Under ``torchrun`` every rank runs this same function: the training stages use DistributedDataParallel,
+the per-image stages take every N-th image and read the others' results from the folder, and only rank 0
+writes shared files (see :mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ from typing import Any, Generator, Sequence
 
 import numpy as np
 
+from . import distributed
 from .config import PipelineConfig, to_dict
 from .data.cams import CamMaps
 from .data.images import ImageStack
+from .data.lazy import LazySequence, take
 from .data.points import PointAnnotations
 from .device import resolve_device
 from .errors import DataError
 from .io import atomic_write_text, write_tiff
-from .metrics import evaluate
+from .distributed import evaluate
 from .progress import Progress
 from .run_folder import RunFolder, fingerprint
 from .stages.cam import TrainedCam, train_cam
@@ -70,9 +76,9 @@ def _check_masks(images: ImageStack, masks, class_names, what: str) -> None:
     if len(masks) != len(images):
         raise DataError(f"{len(masks)} {what} masks for {len(images)} images.")
     n = len(class_names)
-    for name, img, m in zip(images.names, images.images, masks):
-        if m.shape != img.shape[:2]:
-            raise DataError(f"{what} mask of {name!r} is {m.shape}, its image is {img.shape[:2]}.")
+    for name, shape, m in zip(images.names, images.shapes, masks):  # shapes: no image is decoded
+        if m.shape != tuple(shape):
+            raise DataError(f"{what} mask of {name!r} is {m.shape}, its image is {tuple(shape)}.")
         bad = np.setdiff1d(np.unique(m), np.r_[np.arange(n), 255])
         if len(bad):
             raise DataError(
@@ -83,17 +89,20 @@ def _check_masks(images: ImageStack, masks, class_names, what: str) -> None:
 
 @dataclass
 class RunResult:
-    """What a run produced: metrics (percent mIoU) and the folder."""
+    """What a run produced: metrics (percent mIoU) and the folder.
+
+    CAMs and label images are sequences read from the run folder on access (one image at a time).
+    """
 
     folder: Path
     metrics: dict[str, Any] = field(default_factory=dict)
-    cams: list[CamMaps] | None = None
+    cams: Sequence[CamMaps] | None = None
     pcam: TrainedCam | None = None
     irn: TrainedIrn | None = None
-    refined: list[np.ndarray] | None = None
+    refined: Sequence[np.ndarray] | None = None
     segmenter: TrainedSegmenter | None = None
-    final: list[np.ndarray] | None = None
-    val_final: list[np.ndarray] | None = None
+    final: Sequence[np.ndarray] | None = None
+    val_final: Sequence[np.ndarray] | None = None
 
     @property
     def bundle_path(self) -> Path:
@@ -134,18 +143,20 @@ def run_pipeline(
         raise DataError(f"until={until!r} is not a stage; choose one of {', '.join(STAGES)}.")
     last = STAGES.index(until)
     folder = RunFolder(out, force=force)
-    config.save(folder.path("config.toml"))
+    if distributed.is_main():
+        config.save(folder.path("config.toml"))
     result = RunResult(folder.root)
     names = data.points.class_names
     k = fingerprint(data.key(), to_dict(config.cam), config.runtime.seed,
-                    fingerprint(list(data.masks)) if config.cam.point_mode == "all" else "",
+                    fingerprint(data.masks) if config.cam.point_mode == "all" else "",
                     "init" if init is None else fingerprint(init.model.state_dict()["classifier.weight"].numpy()))
     result.pcam = yield from _stage_pcam(data, config, folder, k, init)
     k = fingerprint(k, to_dict(config.cam_inference))
     result.cams = yield from _stage_cams(data, config, folder, result.pcam, k)
     if data.masks is not None:
         thr = config.cam_inference.bg_threshold
-        _update_metrics(folder, result, "train", "pcam", evaluate(list(data.masks), [c.labels(thr) for c in result.cams], names))
+        pcam_labels = LazySequence(result.cams, lambda c: c.labels(thr))
+        _update_metrics(folder, result, "train", "pcam", evaluate(data.masks, pcam_labels, names))
     if last < STAGES.index("irn"):
         return result
     k = fingerprint(k, to_dict(config.irn), to_dict(config.affinity))
@@ -153,10 +164,14 @@ def run_pipeline(
     if last < STAGES.index("refined"):
         return result
     k = fingerprint(k, to_dict(config.random_walk))
-    gen = refine_images(data.images, result.cams, result.irn, config.random_walk, device=config.runtime.device)
-    result.refined = yield from _stage_labels("refined", gen, data.images, folder, k)
+
+    def refine(idx: list[int]):
+        return refine_images(subset(data.images, idx), take(result.cams, idx), result.irn,
+                             config.random_walk, device=config.runtime.device)
+
+    result.refined = yield from _stage_labels("refined", refine, data.images, folder, k)
     if data.masks is not None and not config.random_walk.instances:
-        _update_metrics(folder, result, "train", "refined", evaluate(list(data.masks), result.refined, names))
+        _update_metrics(folder, result, "train", "refined", evaluate(data.masks, result.refined, names))
     if last < STAGES.index("deeplab"):
         return result
     k = fingerprint(k, to_dict(config.deeplab))
@@ -176,7 +191,8 @@ def _stage_pcam(data: RunData, config: PipelineConfig, folder: RunFolder, key: s
     start = time.perf_counter()
     trained = yield from train_cam(data.images, data.points, config.cam, runtime=config.runtime, masks=data.masks,
                                    init=init)
-    trained.save(path)
+    if distributed.is_main():
+        trained.save(path)
     folder.mark_done("pcam", key, time.perf_counter() - start)
     return trained
 
@@ -186,22 +202,23 @@ def _stage_cams(data: RunData, config: PipelineConfig, folder: RunFolder, traine
     paths = [folder.path("cams", f"{s}.npz") for s in stems]
     if folder.is_done("cams", key) and all(p.is_file() for p in paths):
         yield Progress("cams", len(paths), len(paths), message="cached")
-        return [CamMaps.load(p) for p in paths]
+        return LazySequence(paths, CamMaps.load)
     folder.forget("cams")
     start = time.perf_counter()
     trained.model.to(resolve_device(config.runtime.device))  # a cached PCAM is loaded on the CPU
     keys = image_keys(data.points, len(data.images), config.cam_inference.restrict_to_labels)
     amp = config.runtime.amp
-    cams = []
-    for i, (img, stem) in enumerate(zip(data.images.images, stems)):
-        c = compute_cams(trained.model, img, config.cam_inference, keys=keys[i], amp=amp)
+    mine = distributed.shard(len(stems))  # every image in a single process
+    for j, i in enumerate(mine):
+        stem = stems[i]
+        c = compute_cams(trained.model, data.images.images[i], config.cam_inference, keys=keys[i], amp=amp)
         c.save(paths[i])
         write_tiff(folder.path("pcam", f"{stem}.tif"), c.dense(data.points.num_classes), axes="CYX")
         write_tiff(folder.path("pcam_labels", f"{stem}.tif"), c.labels(config.cam_inference.bg_threshold))
-        cams.append(c)
-        yield Progress("cams", i + 1, len(stems), message=data.images.names[i], preview=c)
+        yield Progress("cams", j + 1, len(mine), message=data.images.names[i], preview=c)
+    distributed.barrier()  # every rank's CAMs are on disk
     folder.mark_done("cams", key, time.perf_counter() - start)
-    return cams
+    return LazySequence(paths, CamMaps.load)  # read one at a time: VOC's CAMs do not fit in memory
 
 
 def _stage_irn(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str):
@@ -221,35 +238,49 @@ def _stage_irn(data: RunData, config: PipelineConfig, folder: RunFolder, result:
         init_state = result.pcam.model.backbone.state_dict()
     trained = yield from train_irn(data.images, result.cams, config.irn, config.affinity,
                                    device=config.runtime.device, seed=config.runtime.seed, init_backbone_state=init_state)
-    trained.save(path)
+    if distributed.is_main():
+        trained.save(path)
     folder.mark_done("irn", key, time.perf_counter() - start)
     return trained
 
 
-def _stage_labels(stage: str, gen, images: ImageStack, folder: RunFolder, key: str, sub: str | None = None):
-    """Drain a per-image label generator, writing ``<sub>/<stem>.tif`` atomically; cached on rerun."""
+def read_tiff(path) -> np.ndarray:
+    """One label image written by a stage."""
+    import tifffile
+
+    return tifffile.imread(path)
+
+
+def subset(images: ImageStack, indices: Sequence[int]) -> ImageStack:
+    """The images at ``indices`` (all of them: the stack itself)."""
+    return images.subset(indices)
+
+
+def _stage_labels(stage: str, make_gen, images: ImageStack, folder: RunFolder, key: str, sub: str | None = None):
+    """Run ``make_gen(indices)`` (a per-image label generator) on this rank's images, writing
+    ``<sub>/<stem>.tif`` atomically; returns every image's labels; cached on rerun."""
     sub = sub or stage
     paths = [folder.path(sub, f"{Path(n).stem}.tif") for n in images.names]
     if folder.is_done(stage, key) and all(p.is_file() for p in paths):
-        import tifffile
-
         yield Progress(stage, len(paths), len(paths), message="cached")
-        return [tifffile.imread(p) for p in paths]
+        return LazySequence(paths, read_tiff)
     folder.forget(stage)
     start = time.perf_counter()
-    out = []
-    while True:
+    mine = distributed.shard(len(paths))
+    labels: list[np.ndarray] = []
+    gen = make_gen(mine) if mine else iter(())
+    while mine:
         try:
             p = next(gen)
         except StopIteration as stop:
             labels = stop.value
             break
         yield Progress(stage, p.step, p.total, loss=p.loss, message=p.message, metrics=p.metrics, preview=p.preview)
-    for path, lab in zip(paths, labels):
-        write_tiff(path, lab)
-        out.append(lab)
+    for i, lab in zip(mine, labels):
+        write_tiff(paths[i], lab)
+    distributed.barrier()  # every rank's labels are on disk
     folder.mark_done(stage, key, time.perf_counter() - start)
-    return out
+    return LazySequence(paths, read_tiff)  # read on access, from whichever rank wrote them
 
 
 def _stage_deeplab(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str):
@@ -263,12 +294,14 @@ def _stage_deeplab(data: RunData, config: PipelineConfig, folder: RunFolder, res
     trained = yield from train_deeplab(data.images, result.refined, len(names), config.deeplab,
                                        device=config.runtime.device, seed=config.runtime.seed,
                                        amp=config.runtime.amp, class_names=names)
-    save_segmenter(trained, path)
+    if distributed.is_main():
+        save_segmenter(trained, path)
     folder.mark_done("deeplab", key, time.perf_counter() - start)
     return trained
 
 
-def _predict_all(segmenter: TrainedSegmenter, images: ImageStack, config: PipelineConfig, stage: str):
+def predict_all(segmenter: TrainedSegmenter, images: ImageStack, config: PipelineConfig, stage: str):
+    """Label every image with the segmenter; yields one :class:`Progress` per image (preview = labels)."""
     out = []
     for i, img in enumerate(images.images):
         lab = segmenter.predict(img, device=config.runtime.device, amp=config.runtime.amp)
@@ -281,16 +314,18 @@ def _stage_final(data: RunData, config: PipelineConfig, folder: RunFolder, resul
     from .bundle import save_bundle
 
     names = data.points.class_names
-    result.final = yield from _stage_labels("final", _predict_all(result.segmenter, data.images, config, "final"),
-                                            data.images, folder, key)
+
+    def predict(images: ImageStack, stage: str):
+        return lambda idx: predict_all(result.segmenter, subset(images, idx), config, stage)
+
+    result.final = yield from _stage_labels("final", predict(data.images, "final"), data.images, folder, key)
     if data.masks is not None:
-        _update_metrics(folder, result, "train", "final", evaluate(list(data.masks), result.final, names))
+        _update_metrics(folder, result, "train", "final", evaluate(data.masks, result.final, names))
     if data.val_images is not None:
-        gen = _predict_all(result.segmenter, data.val_images, config, "val_final")
-        result.val_final = yield from _stage_labels("val_final", gen, data.val_images, folder,
-                                                    fingerprint(key, data.val_images.images))
-        _update_metrics(folder, result, "val", "final", evaluate(list(data.val_masks), result.val_final, names))
-    if not (result.bundle_path / "bundle.json").is_file() or not folder.is_done("bundle", key):
+        result.val_final = yield from _stage_labels("val_final", predict(data.val_images, "val_final"),
+                                                    data.val_images, folder, fingerprint(key, data.val_images.images))
+        _update_metrics(folder, result, "val", "final", evaluate(data.val_masks, result.val_final, names))
+    if (not (result.bundle_path / "bundle.json").is_file() or not folder.is_done("bundle", key)) and distributed.is_main():
         save_bundle(result.bundle_path, segmenter=result.segmenter, pcam=result.pcam,
                     irn_path=folder.path("models", "irn.pt"), config=config)
         folder.mark_done("bundle", key, 0.0)
@@ -311,4 +346,5 @@ def _update_metrics(folder: RunFolder, result: RunResult, split: str, stage: str
     last = max(STAGES.index(s) for s in done if s in STAGES)
     wanted = set(STAGES[: last + 1]) | ({"val_final"} if "val" in metrics else set())
     metrics["seconds"] = {k: v for k, v in folder.seconds().items() if k in wanted}
-    atomic_write_text(folder.path("metrics.json"), json.dumps(metrics, indent=2) + "\n")
+    if distributed.is_main():
+        atomic_write_text(folder.path("metrics.json"), json.dumps(metrics, indent=2) + "\n")

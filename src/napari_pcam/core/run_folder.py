@@ -5,6 +5,10 @@ config section the stage (and the stages before it) depends on. A rerun skips fi
 a changed config makes the affected stages stale, and they are recomputed only with ``force`` so that
 nothing a user made is overwritten by accident. Folders napari-pcam did not make are never written into
 without ``force``.
+
+Under ``torchrun`` (see :mod:`.distributed`) rank 0 checks and creates the folder first and is the only
+writer of the manifest; the other ranks read it after a barrier and keep their copy in step in memory, so
+every rank takes the same cache decisions.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import distributed
 from .errors import PcamError
 from .io import atomic_write_text
 
@@ -75,10 +80,21 @@ class RunFolder:
         self.root = Path(root)
         self.force = force
         self.manifest_path = self.root / MANIFEST
+        if not distributed.info().enabled:
+            self._open()
+            return
+        if distributed.is_main():  # rank 0 checks and creates the folder before the others look at it
+            self._open()
+        distributed.barrier()
+        if not distributed.is_main():
+            self._open()
+        distributed.barrier()  # nobody changes the manifest before every rank has read it
+
+    def _open(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise PcamError(f"output {str(self.root)!r} exists and is not a folder.")
         foreign = self.root.is_dir() and any(self.root.iterdir()) and not self.manifest_path.is_file()
-        if foreign and not force:
+        if foreign and not self.force:
             raise PcamError(
                 f"output folder {str(self.root)!r} is not empty and was not made by napari-pcam; choose another "
                 "--out or pass --force to write into it anyway."
@@ -125,7 +141,10 @@ class RunFolder:
             self.save_manifest()
 
     def save_manifest(self) -> None:
+        """Write the manifest atomically (rank 0 only under torchrun; the others keep it in memory)."""
         self.manifest["versions"] = versions()
+        if not distributed.is_main():
+            return
         atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=2) + "\n")
 
     def seconds(self) -> dict[str, float]:

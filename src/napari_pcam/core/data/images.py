@@ -2,11 +2,16 @@
 
 Every image is stored as ``H x W x C`` (C >= 1) in its original dtype; all images of a stack share the
 channel count. :func:`image_to_tensor` turns one into the normalised ``float32, C x H x W`` network input.
+
+A stack may hold its images in memory (a list) or read them on access (:class:`LazyImages`, e.g. the
+10,582 JPEGs of VOC ``train_aug``): the stages only index ``stack.images[i]`` one image at a time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -15,19 +20,64 @@ from ..errors import DataError
 from ..models.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 
+class LazyImages(Sequence):
+    """Images read one at a time on access; their sizes and channel count are known without decoding.
+
+    Args:
+        read: ``read(i)`` returns image ``i`` as ``H x W`` or ``H x W x C``.
+        shapes: (H, W) of every image.
+        channels: Channel count of every image.
+        key: A stable description of the content (e.g. paths, sizes and modification times of the files):
+            run folders fingerprint a lazy stack by it instead of hashing every pixel.
+    """
+
+    def __init__(self, read: Callable[[int], np.ndarray], shapes: Sequence[tuple[int, int]], channels: int, key: str,
+                 indices: Sequence[int] | None = None):
+        self._read, self._shapes, self.channels, self.key = read, list(shapes), int(channels), key
+        self._indices = list(range(len(self._shapes))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        j = self._indices[i]
+        img = np.asarray(self._read(j))
+        img = img[..., None] if img.ndim == 2 else img
+        if img.shape != (*self._shapes[j], self.channels):
+            raise DataError(f"image {j} reads as {img.shape}, expected {(*self._shapes[j], self.channels)}; "
+                            "did the file change during the run?")
+        return img
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        return [tuple(self._shapes[j]) for j in self._indices]
+
+    def subset(self, indices: Sequence[int]) -> "LazyImages":
+        """The images at ``indices``, still read on access."""
+        return LazyImages(self._read, self._shapes, self.channels, self.key, [self._indices[i] for i in indices])
+
+    def __repr__(self) -> str:  # what fingerprint() hashes
+        return f"LazyImages({self.key!r}, {self._indices!r})"
+
+
 @dataclass
 class ImageStack:
     """A list of 2D images with a common channel count.
 
     Attributes:
-        images: Arrays ``H x W x C`` (sizes may differ between images).
+        images: Arrays ``H x W x C`` (sizes may differ between images), or :class:`LazyImages`.
         names: One name per image (file name, or ``slice_0003`` for stacks).
     """
 
-    images: list[np.ndarray]
+    images: list[np.ndarray] | LazyImages
     names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if isinstance(self.images, LazyImages):
+            self._check_lazy()
+            return
         if not self.images:
             raise DataError("the image stack is empty: give at least one image.")
         if not self.names:
@@ -57,18 +107,48 @@ class ImageStack:
             )
         self.images = fixed
 
+    def _check_lazy(self) -> None:
+        if not len(self.images):
+            raise DataError("the image stack is empty: give at least one image.")
+        self.names = list(self.names) or [f"image_{i:04d}" for i in range(len(self.images))]
+        if len(self.names) != len(self.images) or len(set(self.names)) != len(self.names):
+            raise DataError(f"{len(self.images)} images need as many unique names, got {len(self.names)} "
+                            f"({len(set(self.names))} unique).")
+        for name, (h, w) in zip(self.names, self.images.shapes):
+            if h < 16 or w < 16:
+                raise DataError(f"image {name!r} is {h} x {w} px; at least 16 x 16 is needed.")
+
+    @property
+    def lazy(self) -> bool:
+        """True when the images are read from their files on access."""
+        return isinstance(self.images, LazyImages)
+
     @property
     def channels(self) -> int:
         """Number of channels shared by all images."""
+        if self.lazy:
+            return self.images.channels
         return self.images[0].shape[2]
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
         """(H, W) of every image."""
+        if self.lazy:
+            return self.images.shapes
         return [img.shape[:2] for img in self.images]
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def subset(self, indices: Sequence[int]) -> "ImageStack":
+        """The images at ``indices`` (the stack itself when that is all of them); lazy stacks stay lazy."""
+        indices = list(indices)
+        if indices == list(range(len(self))):
+            return self
+        names = [self.names[i] for i in indices]
+        if self.lazy:
+            return ImageStack(self.images.subset(indices), names)
+        return ImageStack([self.images[i] for i in indices], names)
 
     @classmethod
     def from_array(cls, data: np.ndarray, *, rgb: bool = False, channel_axis: int | None = None) -> "ImageStack":

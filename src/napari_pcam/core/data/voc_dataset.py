@@ -6,13 +6,16 @@ annotations are read when asked for, and image shapes come from the JPEG header.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
 from ..errors import DataError
-from .images import ImageStack
+from ..run_folder import fingerprint
+from .images import ImageStack, LazyImages
 from .voc import VOC_CLASSES, VocLayout, list_stems, mask_labels, read_voc_mask, read_xml_labels
 
 LabelSource = Literal["xml", "mask"]
@@ -124,10 +127,25 @@ class VocDataset:
         """A dataset of the images at ``indices`` (e.g. ``range(n)`` for ``--max-images n``)."""
         return VocDataset(self.layout, [self.ids[i] for i in indices], label_source=self.label_source)
 
-    def to_image_stack(self, indices: Sequence[int] | None = None) -> ImageStack:
-        """Load the given images (all by default) into memory as an :class:`ImageStack` named by id."""
-        indices = range(len(self)) if indices is None else indices
-        return ImageStack([self.image(i) for i in indices], [self.ids[i] for i in indices])
+    def to_image_stack(self, indices: Sequence[int] | None = None, *, lazy: bool = True) -> ImageStack:
+        """The given images (all by default) as an :class:`ImageStack` named by id.
+
+        With ``lazy`` (the default) the JPEGs are decoded one at a time when a stage reads them (only their
+        headers are read now), so ``train_aug`` never sits in memory; otherwise they are loaded now.
+        """
+        indices = list(range(len(self)) if indices is None else indices)
+        names = [self.ids[i] for i in indices]
+        if not lazy:
+            return ImageStack([self.image(i) for i in indices], names)
+        stats = [self.image_path(i).stat() for i in indices]
+        key = fingerprint([str(self.image_path(i)) for i in indices], [(s.st_size, s.st_mtime_ns) for s in stats])
+        read = functools.partial(_read_indexed, self, tuple(indices))  # picklable, for loader workers
+        images = LazyImages(read, [self.shape(i) for i in indices], 3, key)
+        return ImageStack(images, names)
+
+    def masks(self, indices: Sequence[int] | None = None) -> "LazyMasks":
+        """The masks of the given images (all by default) as uint8 arrays read on access."""
+        return LazyMasks(self, list(range(len(self)) if indices is None else indices))
 
     def _check_masks(self) -> None:
         layout = self.layout
@@ -141,6 +159,34 @@ class VocDataset:
             looked.append(f"{layout.sbd_cls}/<id>.mat")
         hint = "" if len(looked) > 1 else " (no SBD folder was found: pass --sbd-root for train_aug masks)"
         _require(self.ids, found, "mask", " or ".join(looked) + hint)
+
+
+def _read_indexed(dataset: VocDataset, indices: tuple[int, ...], j: int) -> np.ndarray:
+    return dataset.image(indices[j])
+
+
+class LazyMasks(Sequence):
+    """uint8 ``H x W`` VOC masks (0-20, 255 = ignore) read one at a time on access.
+
+    Run folders fingerprint it by its ``repr`` (mask paths, sizes and modification times), not by pixels.
+    """
+
+    def __init__(self, dataset: VocDataset, indices: Sequence[int]):
+        self.dataset, self.indices = dataset, list(indices)
+        paths = [dataset.layout.mask_path(dataset.ids[i]) for i in self.indices]
+        stats = [p.stat() for p in paths]
+        self.key = fingerprint([str(p) for p in paths], [(s.st_size, s.st_mtime_ns) for s in stats])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        return np.asarray(self.dataset.mask(self.indices[i]), np.uint8)  # 0-20 and 255 fit in uint8
+
+    def __repr__(self) -> str:
+        return f"LazyMasks({self.key!r})"
 
 
 def _require(ids: Sequence[str], found: set[str], what: str, where: str) -> None:

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import CamConfig, RuntimeConfig, from_dict, to_dict
 from ..data.images import ImageStack, image_to_tensor
+from ..data.lazy import LazySequence
 from ..data.points import PointAnnotations
 from ..data.transforms import IGNORE, Sample, augment
 from ..device import autocast, resolve_device
@@ -114,6 +116,10 @@ def point_loss(
     return torch.stack(losses).mean()
 
 
+def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(mask, np.int64))
+
+
 class PointCropDataset(torch.utils.data.Dataset):
     """Randomly rescaled, cropped and flipped training images with their points (and masks in 'all' mode)."""
 
@@ -143,6 +149,26 @@ class PointCropDataset(torch.utils.data.Dataset):
             pyx = torch.from_numpy(np.clip(np.rint(s.yx), 0, size - 1).astype(np.int64)).reshape(-1, 2)
             pcls = torch.from_numpy(s.cls.astype(np.int64))
         return s.image, torch.from_numpy(self.labels[i]), pyx, pcls
+
+
+class RankBatchSampler(torch.utils.data.Sampler):
+    """Shuffled batches of ``batch`` indices (the last incomplete one dropped), each cut to this rank's share.
+
+    Every rank shuffles with the same generator, so the ranks together see exactly the batches of a single
+    process (whose share is the whole batch); with the per-item augmentation seeds of the dataset the
+    crops are the same too.
+    """
+
+    def __init__(self, n: int, batch: int, generator: torch.Generator):
+        self.n, self.batch, self.generator = n, batch, generator
+
+    def __len__(self) -> int:
+        return self.n // self.batch
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        for b in range(len(self)):
+            yield distributed.rank_slice(order[b * self.batch : (b + 1) * self.batch])
 
 
 def _collate(batch):
@@ -181,23 +207,27 @@ def train_cam(
     labels = points.image_labels(len(images))
     used = [i for i in range(len(images)) if np.any(points.image == i) or masks is not None]
     model = _build_model(images, points, config, init).to(device)
-    dataset = PointCropDataset(
-        [image_to_tensor(images.images[i]) for i in used],
+    dataset = PointCropDataset(  # images and masks are converted per crop (in the loader's workers, if any)
+        LazySequence(images.images, image_to_tensor, used),
         [points.for_image(i) for i in used],
         labels[used],
-        [torch.from_numpy(np.asarray(masks[i], np.int64)) for i in used] if masks is not None else None,
+        LazySequence(masks, _mask_tensor, used) if masks is not None else None,
         config,
         runtime.seed,
     )
+    world = distributed.info().world_size
+    batch = distributed.global_batch(min(config.batch_size, len(dataset)))
+    if len(dataset) < batch:
+        raise DataError(f"{len(dataset)} annotated images cannot fill a batch of {batch} over {world} processes; "
+                        "annotate more images or start fewer processes.")
+    sampler = RankBatchSampler(len(dataset), batch, torch.Generator().manual_seed(runtime.seed))
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_size=min(config.batch_size, len(dataset)),
-        shuffle=True,
-        drop_last=True,
+        batch_sampler=sampler,
         collate_fn=_collate,
         num_workers=runtime.num_workers,
         pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(runtime.seed),
+        generator=torch.Generator().manual_seed(runtime.seed),  # worker seeds only; the order is the sampler's
     )
     total = max(config.epochs * len(loader), config.min_steps)
     backbone_params, head_params = model.param_groups()
@@ -208,6 +238,7 @@ def train_cam(
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp and device.type == "cuda")
     model.train()
+    net = distributed.wrap(model, device)  # DistributedDataParallel under torchrun, the model itself otherwise
     step, epoch, start = 0, 0, time.perf_counter()
     while step < total:
         dataset.epoch = epoch
@@ -219,7 +250,7 @@ def train_cam(
             labels_b = labels_b.to(device, non_blocking=True)
             pts = [(yx.to(device), c.to(device)) for yx, c in pts]
             with autocast(device, runtime.amp):
-                logits, raw = model(images_b)
+                logits, raw = net(images_b)
             cls_loss = F.multilabel_soft_margin_loss(logits.float(), labels_b)
             pt_loss = point_loss(
                 F.relu(raw.float()), pts, labels_b, size=images_b.shape[2:], detach_max=config.detach_max
@@ -239,7 +270,7 @@ def train_cam(
                     "cls_loss": float(cls_loss.detach()),
                     "point_loss": float(pt_loss.detach()),
                     "lr": optimizer.param_groups[-1]["lr"],
-                    "images_per_s": step * images_b.shape[0] / max(elapsed, 1e-9),
+                    "images_per_s": step * images_b.shape[0] * world / max(elapsed, 1e-9),
                 },
             )
             if not math.isfinite(float(loss.detach())):

@@ -20,10 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import AffinityConfig, IrnConfig, from_dict, to_dict
 from ..data.cams import CamMaps
 from ..data.images import ImageStack, image_to_tensor
+from ..data.lazy import LazySequence
 from ..device import resolve_device
 from ..errors import CheckpointError, DataError, MissingStageError
 from ..models.irn import IrnNet
@@ -139,9 +141,9 @@ def _augment(
     return img.contiguous(), lab.long()
 
 
-def _make_batch(tensors, labels, config: IrnConfig, rng: np.random.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augmented crops: float32 B x C x S x S images and int64 B x S/4 x S/4 labels on ``device``."""
-    pairs = [_augment(t, lab, config, rng) for t, lab in zip(tensors, labels)]
+def _make_batch(tensors, labels, config: IrnConfig, rngs: Sequence[np.random.Generator], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmented crops (one generator each): float32 B x C x S x S images and int64 B x S/4 x S/4 labels on ``device``."""
+    pairs = [_augment(t, lab, config, rng) for t, lab, rng in zip(tensors, labels, rngs)]
     return torch.stack([p[0] for p in pairs]).to(device), torch.stack([p[1] for p in pairs]).to(device)
 
 
@@ -190,21 +192,26 @@ def train_irn(
     model = build_irn(config, images.channels, init_backbone_state).to(device)
     params = model.branch_parameters() if config.freeze_backbone else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    tensors = [image_to_tensor(img) for img in images.images]
-    per_epoch = math.ceil(len(images) / config.batch_size)
+    tensors = LazySequence(images.images, image_to_tensor)  # per crop: lazily read datasets stay on disk
+    size = distributed.global_batch(min(config.batch_size, len(images)))  # the global batch under torchrun
+    per_epoch = math.ceil(len(images) / size)
     total = max(config.min_steps, config.epochs * per_epoch)
     order: list[int] = []
     losses: list[float] = []
     model.train()
+    net = distributed.wrap(model, device)  # DistributedDataParallel under torchrun, the model itself otherwise
     for step in range(total):
-        if len(order) < min(config.batch_size, len(images)):
+        while len(order) < size:
             order += list(rng.permutation(len(images)))
-        batch, order = order[: config.batch_size], order[config.batch_size :]
-        x, y = _make_batch([tensors[i] for i in batch], [labels[i] for i in batch], config, rng, device)
+        batch, order = order[:size], order[size:]
+        # Every crop has its own generator, so a rank's share of the batch is the same crops a single process sees.
+        mine = distributed.rank_slice(list(enumerate(batch)))
+        x, y = _make_batch([tensors[i] for _, i in mine], [labels[i] for _, i in mine], config,
+                           [np.random.default_rng((seed, step, j)) for j, _ in mine], device)
         lr = config.lr * (1 - step / total) ** 0.9  # IRNet's poly schedule
         for group in opt.param_groups:
             group["lr"] = lr
-        edge, disp = model(x)
+        edge, disp = net(x)
         loss, parts = irn_loss(edge, disp, y, config.radius)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -217,7 +224,7 @@ def train_irn(
     return TrainedIrn(model.cpu(), config, losses)
 
 
-def _set_mean_displacement(model: IrnNet, tensors: list[torch.Tensor], device) -> Generator[Progress, None, None]:
+def _set_mean_displacement(model: IrnNet, tensors: Sequence[torch.Tensor], device) -> Generator[Progress, None, None]:
     """IRNet's MeanShift: store the mean displacement over the training images."""
     model.eval()
     means = []

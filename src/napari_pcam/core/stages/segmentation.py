@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import DeepLabConfig, from_dict, to_dict
 from ..data.images import ImageStack, image_to_tensor
+from ..data.lazy import LazySequence
 from ..device import autocast, resolve_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.deeplab import DeepLabV3Plus
@@ -143,6 +145,10 @@ def augment(
     return img, lab
 
 
+def _label_tensor(lab: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(lab, dtype=np.int64))
+
+
 def _batch_indices(n: int, batch: int, steps: int, rng: np.random.Generator) -> Generator[np.ndarray, None, None]:
     """Indices of each step's images: consecutive shuffled epochs, cut into batches of ``batch``."""
     stream: list[int] = []
@@ -235,20 +241,24 @@ def train_deeplab(
     if init_state is not None:
         _load_state(model, init_state, "init_state")
     model.to(dev).train()
-    xs = [image_to_tensor(img) for img in images.images]
-    ys = [torch.from_numpy(np.asarray(lab, dtype=np.int64)) for lab in labels]
-    batch = max(2, config.batch_size)
+    # Converted per crop, so that (lazily read) datasets like VOC train_aug never sit in memory as tensors.
+    xs = LazySequence(images.images, image_to_tensor)
+    ys = LazySequence(labels, _label_tensor)
+    batch = distributed.global_batch(config.batch_size, minimum_per_rank=2)  # ASPP pooling BN: 2 crops per rank
     total = max(math.ceil(config.epochs * len(xs) / batch), config.min_steps, 1)
     opt = _optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
     losses: list[float] = []
+    net = distributed.wrap(model, dev)  # DistributedDataParallel under torchrun, the model itself otherwise
     yield Progress(STAGE, 0, total, message=f"training DeepLabv3+ ({config.backbone}) for {total} steps")
     for step, idx in enumerate(_batch_indices(len(xs), batch, total, rng), start=1):
-        crops = [augment(xs[i], ys[i], config, rng) for i in idx]
+        # Every crop has its own generator, so a rank's share of the batch is the same crops a single process sees.
+        crops = [augment(xs[i], ys[i], config, np.random.default_rng((seed, step, j)))
+                 for j, i in distributed.rank_slice(list(enumerate(idx)))]
         for group in opt.param_groups:  # poly schedule, power 0.9
             group["lr"] = group["base_lr"] * (1.0 - (step - 1) / total) ** 0.9
         x, y = torch.stack([c[0] for c in crops]).to(dev), torch.stack([c[1] for c in crops]).to(dev)
-        losses.append(_train_step(model, opt, scaler, x, y, amp))
+        losses.append(_train_step(net, opt, scaler, x, y, amp))
         yield Progress(STAGE, step, total, loss=losses[-1], metrics={"lr": opt.param_groups[0]["lr"]})
     model.eval()
     return TrainedSegmenter(model, config, names, images.channels, losses)
