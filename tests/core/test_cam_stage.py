@@ -48,6 +48,21 @@ def test_all_points_mode_needs_masks_and_uses_them(tiny_data, tiny_cam_config):
     assert trained.model.num_classes == 3
 
 
+def test_masks_never_leak_into_click_training(tiny_data, tiny_cam_config):
+    """Runs pass masks for evaluation: in the 'clicks' mode training must not see them (PCAM != PCAM-F)."""
+    def weights(**kw):
+        torch.manual_seed(0)
+        trained = drain(train_cam(tiny_data.images, tiny_data.points, tiny_cam_config, **kw))
+        return torch.cat([p.detach().flatten() for p in trained.model.parameters()])
+
+    without = weights()
+    torch.testing.assert_close(weights(masks=tiny_data.masks), without, rtol=0, atol=0)
+    all_cfg = dataclasses.replace(tiny_cam_config, point_mode="all")
+    torch.manual_seed(0)
+    trained = drain(train_cam(tiny_data.images, tiny_data.points, all_cfg, masks=tiny_data.masks))
+    assert not torch.equal(torch.cat([p.detach().flatten() for p in trained.model.parameters()]), without)
+
+
 def test_fine_tuning_checks_classes(tiny_data, tiny_cam_config):
     trained = drain(train_cam(tiny_data.images, tiny_data.points, tiny_cam_config))
     other = PointAnnotations(tiny_data.points.image, tiny_data.points.yx, np.minimum(tiny_data.points.cls, 1),

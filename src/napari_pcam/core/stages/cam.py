@@ -193,7 +193,8 @@ def train_cam(
         points: Clicks (validated against the images first).
         config: Stage settings (alpha = 0 gives plain CAMs).
         runtime: Device, seed, mixed precision, data-loading workers.
-        masks: Ground-truth label images (required for ``point_mode='all'``, i.e. PCAM-F).
+        masks: Ground-truth label images: the points of ``point_mode='all'`` (PCAM-F); ignored in the
+            'clicks' mode (runs pass masks for evaluation, and they must never leak into training).
         init: Start from this model (fine-tuning) instead of from the configured weights.
 
     Returns:
@@ -205,6 +206,7 @@ def train_cam(
     device = resolve_device(runtime.device)
     torch.manual_seed(runtime.seed)
     labels = points.image_labels(len(images))
+    masks = masks if config.point_mode == "all" else None
     used = [i for i in range(len(images)) if np.any(points.image == i) or masks is not None]
     model = _build_model(images, points, config, init).to(device)
     dataset = PointCropDataset(  # images and masks are converted per crop (in the loader's workers, if any)
