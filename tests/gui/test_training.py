@@ -44,6 +44,7 @@ def test_train_until_final_adds_every_result_layer_then_finetunes_in_place(qtbot
     assert [m.name for m in maps] == ["tiny pcam cell", "tiny pcam fiber", "tiny pcam crystal"]
     for layer, color in zip(maps, points.metadata["class_colors"][1:]):
         assert layer.data.shape == (2, 64, 64)
+        assert layer.visible, "made hidden before the worker started, shown with its first result"
         assert layer.blending == "additive"
         np.testing.assert_allclose(layer.colormap.colors[-1], rgba(color), atol=1e-6)
         np.testing.assert_allclose(layer.scale, image.scale)
@@ -51,6 +52,7 @@ def test_train_until_final_adds_every_result_layer_then_finetunes_in_place(qtbot
     assert any(m.data.max() > 0 for m in maps)
     for stage in ("refined", "final"):
         labels = viewer.layers[f"tiny {stage}"]
+        assert labels.visible
         assert labels.data.shape == (2, 64, 64) and labels.data.dtype == np.uint8
         assert set(np.unique(labels.data)) <= {0, 1, 2, 3}
         np.testing.assert_allclose(labels.scale, image.scale)

@@ -5,11 +5,18 @@ updates them instead of piling up new layers, even if the user renamed them. The
 image's scale and translate (of its slice / row / column axes) so they stay aligned with it.
 
 Previews are written into one array per layer (the layer's own data once it exists); :meth:`ResultTarget.flush`
-turns them into layers. Adding a layer costs the GUI thread about 0.1-0.2 s under software OpenGL (vispy
-visual, layer controls, redraw), and several times that while a training thread competes for the GIL and
-the CPU. So the training widget has the layers it expects made empty (:meth:`ResultTarget.prepare`) one
-per timer tick *before* the worker starts, then only refreshes them; new layers never take the layer
-selection away from the layer the user works on.
+turns them into layers. Adding a layer costs the GUI thread about 0.1 s under software OpenGL (llvmpipe):
+about half in napari's add itself (vispy visual, layer controls widget, layer list) and half in the repaint
+that follows it (the whole window, with every visible layer drawn again), and more while a training thread
+competes for the GIL and the CPU. So:
+
+* the training widget has the layers it expects made empty (:meth:`ResultTarget.prepare`) *before* the
+  worker starts, then only refreshes them;
+* :class:`Redrawer` adds at most one layer per timer tick, with the window's painting held back during that
+  tick and let go at the next one, so that adding a layer and repainting never block the event loop together;
+* layers made before their first result are hidden until it arrives: an empty heatmap or label map looks
+  like nothing but still costs a full-canvas pass on every repaint under llvmpipe (about 7 ms per layer);
+* new layers never take the layer selection away from the layer the user works on.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from .convert import layer_array, spatial_axes
 
 LABEL_STAGES = ("pcam labels", "refined", "final")
 KEY = "pcam_result"
+HIDDEN_KEY = "pcam_hidden_until_result"  # metadata of a result layer made hidden, before its first result
 REDRAW_MS = 150
-PREPARE_MS = 20  # between the empty layers made before a worker starts
+PREPARE_MS = 20  # between the steps of adding (or first showing) layers one by one
 
 
 class ResultTarget:
@@ -60,6 +68,8 @@ class ResultTarget:
         self._specs: dict[str, tuple[bool, dict]] = {}  # kind -> (is a Labels layer, layer keyword arguments)
         self._layers: dict[str, Layer] = {}
         self._dirty: list[str] = []
+        self._written: set[str] = set()  # kinds that received a result
+        self._hidden: set[str] = set()  # kinds whose layer was made hidden, before its first result
 
     @property
     def is_stack(self) -> bool:
@@ -70,6 +80,23 @@ class ResultTarget:
     def pending(self) -> bool:
         """True while some written result is not on screen yet (call :meth:`flush`)."""
         return bool(self._dirty)
+
+    @property
+    def adding(self) -> bool:
+        """True when the next :meth:`flush` adds a layer to the viewer."""
+        return any(not self._on_screen(kind) for kind in self._dirty)
+
+    @property
+    def unveiling(self) -> bool:
+        """True when the next :meth:`flush` shows a hidden layer for its first result."""
+        return any(self._unveils(kind) for kind in self._dirty)
+
+    def _unveils(self, kind: str) -> bool:
+        return kind in self._hidden and kind in self._written and self._on_screen(kind)
+
+    def _on_screen(self, kind: str) -> bool:
+        layer = self._layers.get(kind)
+        return layer is not None and layer in self.viewer.layers
 
     def show(self, progress: Progress) -> str | None:
         """Write the preview of a progress record; returns the kind of result written (or None)."""
@@ -139,6 +166,7 @@ class ResultTarget:
             array[index] = plane
         else:
             array[...] = plane
+        self._written.add(kind)
         if kind not in self._dirty:
             self._dirty.append(kind)
         if not self.deferred:
@@ -153,6 +181,8 @@ class ResultTarget:
                     layer.data = np.zeros(self.shape, dtype)
                 for name, value in kwargs.items():
                     setattr(layer, name, value)
+                if layer.metadata.get(HIDDEN_KEY):  # made hidden by an earlier run that gave it no result
+                    self._hidden.add(kind)
                 self._layers[kind] = layer
                 return layer.data
         return np.zeros(self.shape, dtype)
@@ -161,25 +191,40 @@ class ResultTarget:
         """Show what was written since the last flush: refresh existing layers, add missing ones.
 
         Args:
-            max_new: Add at most this many new layers now (the rest at the next flush); None adds all.
+            max_new: Add, or show for the first time, at most this many layers now (the rest at the next
+                flush); None does all. A hidden layer waiting for its first result needs no refresh
+                until then.
         """
         dirty, self._dirty = self._dirty, []
-        added = 0
+        new = 0
         for kind in dirty:
-            layer = self._layers.get(kind)
-            if layer is not None and layer in self.viewer.layers:
-                layer.refresh()
-            elif max_new is None or added < max_new:
-                self._layers[kind] = self._add_layer(kind)
-                added += 1
-            else:
+            unveil = self._unveils(kind)
+            if self._on_screen(kind) and not unveil:
+                self._layers[kind].refresh()
+            elif max_new is not None and new >= max_new:
                 self._dirty.append(kind)
+            elif unveil:
+                self._hidden.discard(kind)
+                layer = self._layers[kind]
+                layer.metadata.pop(HIDDEN_KEY, None)
+                layer.visible = True  # its first result (showing it refreshes it)
+                new += 1
+            else:
+                self._layers[kind] = self._add_layer(kind)
+                new += 1
 
     def _add_layer(self, kind: str) -> Layer:
         labels_layer, kwargs = self._specs[kind]
         data = self._arrays[kind]
+        metadata = {KEY: f"{self.image_name}|{kind}"}
+        visible = kind in self._written
+        if visible:
+            self._hidden.discard(kind)
+        else:  # no result yet: it would look like nothing, and a visible layer costs every repaint
+            metadata[HIDDEN_KEY] = True
+            self._hidden.add(kind)
         common = {"name": f"{self.image_name} {kind}", "scale": self.scale, "translate": self.translate,
-                  "metadata": {KEY: f"{self.image_name}|{kind}"}}
+                  "metadata": metadata, "visible": visible}
         layer = Labels(data, **common, **kwargs) if labels_layer else Image(data, **common, **kwargs)
         with _keep_selection(self.viewer):
             self.viewer.add_layer(layer)
@@ -189,8 +234,12 @@ class ResultTarget:
 class Redrawer:
     """Shows a :class:`ResultTarget`'s previews on a timer while a worker runs, one new layer per tick.
 
+    A tick that adds a layer holds back the painting of the parent's window (``setUpdatesEnabled``); the
+    next tick lets it go, so the repaint runs after the event loop has had its turn, not in the same
+    stretch as the add (under llvmpipe each takes about 50 ms).
+
     Args:
-        parent: Qt parent of the timer (the widget).
+        parent: Qt parent of the timer (the widget); its top-level window is the one held back.
         interval_ms: Time between redraws.
     """
 
@@ -198,6 +247,8 @@ class Redrawer:
         self.target: ResultTarget | None = None
         self.running = False
         self.interval_ms = interval_ms
+        self._parent = parent
+        self._held = None  # the window whose painting is held back, until the next tick
         self._then: Callable[[], None] | None = None
         self.timer = QTimer(parent)
         self.timer.setInterval(interval_ms)
@@ -206,31 +257,71 @@ class Redrawer:
     @property
     def busy(self) -> bool:
         """True while the worker runs or some of its results are not on screen yet."""
-        return self.running or (self.target is not None and self.target.pending)
+        return self.running or self._showing
 
     def start(self, target: ResultTarget, then: Callable[[], None] | None = None) -> None:
         """Defer ``target``'s redraws to the timer; call ``then`` (start the worker) once its pending layers exist."""
         if self.target is not None and self.target is not target:
+            self._release()
             self.target.flush()  # what an earlier run left to show
         target.deferred = True
         self.target, self.running, self._then = target, True, then
-        self.timer.setInterval(PREPARE_MS if then is not None else self.interval_ms)
-        self.timer.start()
-        self._tick()
+        self._pace()
+        self.timer.start()  # the first layer is added at the first tick, not in the caller's (a click's) turn
 
     def finish(self) -> None:
         """The worker ended: the timer stops once the last results are shown."""
         self.running = False
 
     def _tick(self) -> None:
-        if self.target is not None:
-            self.target.flush(max_new=1)
-        if self._then is not None and not self.target.pending:
+        target = self.target
+        if self._held is not None:
+            self._release()  # the layer added at the last tick is painted now
+            if target is not None:
+                target.flush(max_new=0)  # fresh results join that repaint; no new layer in this tick
+        elif target is not None:
+            if target.adding:
+                self._hold()
+            try:
+                target.flush(max_new=1)
+            except BaseException:
+                self._release()
+                raise
+        if self._then is not None and not self._showing:
             then, self._then = self._then, None
-            self.timer.setInterval(self.interval_ms)
             then()
-        if not self.busy:
+        if self.busy:
+            self._pace()
+        else:
             self.timer.stop()
+
+    def _pace(self) -> None:
+        """Tick every PREPARE_MS while layers are added or shown one by one, else every ``interval_ms``."""
+        target = self.target
+        quick = self._held is not None or self._then is not None or (
+            target is not None and (target.adding or target.unveiling))
+        interval = PREPARE_MS if quick else self.interval_ms
+        if self.timer.interval() != interval:
+            self.timer.setInterval(interval)
+
+    @property
+    def _showing(self) -> bool:
+        """True while written results or the layer added last are not on screen yet."""
+        return self._held is not None or (self.target is not None and self.target.pending)
+
+    def _hold(self) -> None:
+        window = self._parent.window()
+        if window.updatesEnabled():
+            window.setUpdatesEnabled(False)
+            self._held = window
+
+    def _release(self) -> None:
+        window, self._held = self._held, None
+        if window is not None:
+            try:
+                window.setUpdatesEnabled(True)  # repaints the whole window at the next turn of the event loop
+            except RuntimeError:  # the window is gone (viewer closed)
+                pass
 
 
 @contextmanager

@@ -1,0 +1,115 @@
+"""Result layers on a timer: added and painted in ticks of their own, hidden until their first result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtWidgets import QWidget
+
+from napari_pcam.core.data.cams import CamMaps
+from napari_pcam.gui.results import HIDDEN_KEY, Redrawer, ResultTarget
+
+NAMES = ["background", "cell", "fiber"]
+COLORS = ["#000000", "#ff0000", "#00ff00"]
+KINDS = ["pcam cell", "pcam fiber", "refined"]
+
+
+def _setup(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((2, 16, 16, 3), np.uint8), rgb=True, name="img", scale=(1, 0.5, 0.5))
+    widget = QWidget()
+    viewer.window.add_dock_widget(widget)
+    return viewer, image, widget
+
+
+def _results(viewer):
+    return [layer for layer in viewer.layers if "pcam_result" in layer.metadata]
+
+
+def _started(redraw: Redrawer, target: ResultTarget, then=None) -> Redrawer:
+    """Start the redrawer, then stop its timer: the test calls its ticks itself."""
+    redraw.start(target, then=then)
+    redraw.timer.stop()
+    return redraw
+
+
+def _cams(value: float) -> CamMaps:
+    maps = np.full((2, 16, 16), value, np.float32)
+    return CamMaps(np.array([1, 2]), maps, maps[:, ::4, ::4])
+
+
+@pytest.mark.gui
+def test_layers_are_added_one_per_tick_with_the_window_painted_at_the_next(make_napari_viewer):
+    viewer, image, widget = _setup(make_napari_viewer)
+    window = widget.window()
+    started = []
+    target = ResultTarget(viewer, image, NAMES, COLORS)
+    target.prepare(KINDS)
+    redraw = _started(Redrawer(widget), target, then=lambda: started.append(True))
+    assert _results(viewer) == [], "nothing is added in the caller's turn (the click)"
+    for count in range(1, len(KINDS) + 1):
+        redraw._tick()  # adds one layer, painting held back
+        assert len(_results(viewer)) == count
+        assert not window.updatesEnabled()
+        assert not started and redraw.busy
+        redraw._tick()  # lets the window paint; adds nothing
+        assert len(_results(viewer)) == count
+        assert window.updatesEnabled()
+    assert started == [True], "the worker starts once every layer is made and painted"
+    for layer, kind in zip(_results(viewer), KINDS):
+        assert layer.name == f"img {kind}"
+        assert not layer.visible and layer.metadata[HIDDEN_KEY], "empty layers stay hidden"
+        np.testing.assert_allclose(layer.scale, image.scale[:3])
+    assert _results(viewer)[0].blending == "additive"
+
+
+@pytest.mark.gui
+def test_hidden_layers_are_shown_one_per_tick_with_their_first_result_and_updated_in_place(make_napari_viewer):
+    viewer, image, widget = _setup(make_napari_viewer)
+    target = ResultTarget(viewer, image, NAMES, COLORS)
+    target.prepare(KINDS)
+    redraw = _started(Redrawer(widget), target, then=lambda: None)
+    while redraw._then is not None:
+        redraw._tick()
+    layers = _results(viewer)
+    data = [id(layer.data) for layer in layers]
+    target.show_cams(_cams(0.5), 0)
+    redraw._tick()
+    assert [layer.visible for layer in layers] == [True, False, False], "one layer shown per tick"
+    assert HIDDEN_KEY not in layers[0].metadata
+    redraw._tick()
+    assert [layer.visible for layer in layers] == [True, True, False], "the label map has no result yet"
+    assert not target.pending
+    assert layers[1].data[0].max() == pytest.approx(0.5)
+    assert [id(layer.data) for layer in layers] == data
+
+    # A later run on the same image reuses the layers: one the user hid stays hidden, one an earlier run
+    # made hidden (it never got a result) is shown with its first result.
+    layers[0].visible = False
+    again = ResultTarget(viewer, image, NAMES, COLORS)
+    again.prepare(KINDS)
+    _started(redraw, again)
+    redraw._tick()
+    assert len(_results(viewer)) == len(KINDS)
+    again.show_cams(_cams(1.0), 1)
+    again.show_labels("refined", np.ones((16, 16), np.uint8), 1)
+    for _ in range(4):
+        redraw._tick()
+    assert [layer.visible for layer in layers] == [False, True, True]
+    assert layers[0].data[1].max() == pytest.approx(1.0) and layers[2].data[1].max() == 1
+    assert [id(layer.data) for layer in layers] == data
+
+
+@pytest.mark.gui
+def test_results_written_before_their_layer_exists_are_added_visible(make_napari_viewer):
+    viewer, image, widget = _setup(make_napari_viewer)
+    target = ResultTarget(viewer, image, NAMES, COLORS)
+    redraw = _started(Redrawer(widget), target)
+    target.show_labels("final", np.full((16, 16), 2, np.uint8), 0)
+    redraw._tick()
+    assert not widget.window().updatesEnabled()
+    redraw.finish()
+    redraw._tick()
+    assert widget.window().updatesEnabled() and not redraw.busy
+    (layer,) = _results(viewer)
+    assert layer.visible and HIDDEN_KEY not in layer.metadata and layer.data[0].max() == 2
