@@ -161,6 +161,9 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """``model`` in DistributedDataParallel when several processes train; ``model`` itself otherwise.
 
     Parameters without ``requires_grad`` (a frozen backbone) are not synchronised, as DDP does.
+    On CUDA the BatchNorm layers of ``model`` become SyncBatchNorm (statistics over the global batch, not
+    each GPU's few crops; same parameters and buffers, plain BatchNorm in eval mode). PyTorch has no
+    SyncBatchNorm on the CPU: gloo runs normalise each process's share of the batch on its own.
     Train through the returned module and keep (and save) ``model``.
     """
     if not info().enabled:
@@ -168,6 +171,8 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     if device.type == "cuda":
+        for name, child in list(model.named_children()):  # in place: ``model`` stays the object callers keep
+            setattr(model, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
         index = device.index if device.index is not None else torch.cuda.current_device()
         return DistributedDataParallel(model, device_ids=[index], output_device=index)
     return DistributedDataParallel(model)

@@ -1,0 +1,43 @@
+"""Named presets: the paper's defaults stay untouched; the sample preset's documented deviations."""
+
+import warnings
+
+import pytest
+
+from napari_pcam.core import presets
+from napari_pcam.core.config import PipelineConfig, to_dict
+from napari_pcam.core.errors import ConfigError
+
+
+def test_paper_preset_is_the_dataclass_defaults():
+    cfg = presets.get_preset("paper")
+    assert to_dict(cfg) == to_dict(PipelineConfig())
+    assert cfg.cam.alpha == 0.1 and cfg.affinity.fg_threshold == 0.3 and cfg.affinity.bg_threshold == 0.05
+    assert cfg.random_walk.bg_threshold == 0.3 and cfg.cam_inference.bg_threshold == 0.3 and cfg.random_walk.beta == 12
+
+
+def test_sample_preset_uses_one_threshold_and_the_crf_when_installed(monkeypatch):
+    import napari_pcam.core.stages.affinity as affinity
+
+    monkeypatch.setattr(affinity, "crf_available", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = presets.sample_preset()
+    t = presets.SAMPLE_THRESHOLD
+    assert cfg.cam_inference.bg_threshold == cfg.affinity.fg_threshold == cfg.random_walk.bg_threshold == t
+    assert cfg.affinity.crf and cfg.cam.alpha == 1.0 and not cfg.irn.freeze_backbone
+    assert cfg.random_walk.beta == 12 and cfg.random_walk.exp_times == 8  # the paper's walk
+
+
+def test_sample_preset_without_the_crf_package_warns_and_runs_without(monkeypatch):
+    import napari_pcam.core.stages.affinity as affinity
+
+    monkeypatch.setattr(affinity, "crf_available", lambda: False)
+    with pytest.warns(UserWarning, match="napari-pcam\\[crf\\]"):
+        cfg = presets.sample_preset()
+    assert not cfg.affinity.crf
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ConfigError, match="paper, sample, smoke"):
+        presets.get_preset("fast")
