@@ -166,3 +166,19 @@ def test_augmentation_moves_labels_with_the_image():
         bright = (img[0, 2::4, 2::4] > 0).numpy()
         known = lab.numpy() != 255
         assert (bright[known] == (lab.numpy()[known] == 1)).mean() > 0.9
+
+
+def test_irn_loader_workers_make_the_same_crops(tiny_data):
+    """Crops come from a plan of seeded crops: worker processes change nothing in the training."""
+    from napari_pcam.core.data.crops import crop_loader
+    from napari_pcam.core.data.images import image_to_tensor
+    from napari_pcam.core.stages.irn import _IrnCrop
+
+    tensors = [image_to_tensor(img) for img in tiny_data.images.images]
+    labels = [np.asarray(m, np.uint8) for m in tiny_data.masks]
+    make = _IrnCrop(tensors, labels, IrnConfig(crop_size=32))
+    plan = [[0, 1], [2, 3], [1, 1]]
+    a = list(crop_loader(make, plan, 7))
+    b = list(crop_loader(make, plan, 7, num_workers=2))
+    assert len(a) == 3 and all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert not torch.equal(a[0][0][0], list(crop_loader(make, plan, 8))[0][0][0])  # the seed matters

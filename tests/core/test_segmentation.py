@@ -155,3 +155,15 @@ def test_checkpoint_errors(trained, tmp_path):
     (tmp_path / "bad.pt").write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="corrupt"):
         load_segmenter(tmp_path / "bad.pt")
+
+
+def test_loader_workers_make_the_same_crops_as_the_main_process(tiny_data):
+    """Crops come from a plan of seeded crops: worker processes change nothing in the training."""
+    from napari_pcam.core.config import DeepLabConfig
+    from napari_pcam.core.progress import drain
+    from napari_pcam.core.stages.segmentation import train_deeplab
+
+    cfg = DeepLabConfig(backbone="resnet18", weights="none", crop_size=48, batch_size=2, epochs=1, min_steps=3)
+    runs = [drain(train_deeplab(tiny_data.images, tiny_data.masks, 4, cfg, device="cpu", seed=5, num_workers=w))
+            for w in (0, 2)]
+    assert runs[0].losses == runs[1].losses and len(runs[0].losses) == 3

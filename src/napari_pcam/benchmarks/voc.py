@@ -183,9 +183,10 @@ def _fully_supervised(data: RunData, config: PipelineConfig, out: Path, force: b
     else:
         folder.forget("deeplab")
         start = time.perf_counter()
-        seg = yield from train_deeplab(data.images, list(data.masks), len(names), config.deeplab,
+        seg = yield from train_deeplab(data.images, data.masks, len(names), config.deeplab,
                                        device=config.runtime.device, seed=config.runtime.seed,
-                                       amp=config.runtime.amp, class_names=names)
+                                       amp=config.runtime.amp, class_names=names,
+                                       num_workers=config.runtime.num_workers)
         if distributed.is_main():
             save_segmenter(seg, path)
         distributed.barrier()  # the model file exists before anyone may load it

@@ -237,7 +237,8 @@ def _stage_irn(data: RunData, config: PipelineConfig, folder: RunFolder, result:
             )
         init_state = result.pcam.model.backbone.state_dict()
     trained = yield from train_irn(data.images, result.cams, config.irn, config.affinity,
-                                   device=config.runtime.device, seed=config.runtime.seed, init_backbone_state=init_state)
+                                   device=config.runtime.device, seed=config.runtime.seed, init_backbone_state=init_state,
+                                   num_workers=config.runtime.num_workers)
     if distributed.is_main():
         trained.save(path)
     folder.mark_done("irn", key, time.perf_counter() - start)
@@ -293,7 +294,8 @@ def _stage_deeplab(data: RunData, config: PipelineConfig, folder: RunFolder, res
     start = time.perf_counter()
     trained = yield from train_deeplab(data.images, result.refined, len(names), config.deeplab,
                                        device=config.runtime.device, seed=config.runtime.seed,
-                                       amp=config.runtime.amp, class_names=names)
+                                       amp=config.runtime.amp, class_names=names,
+                                       num_workers=config.runtime.num_workers)
     if distributed.is_main():
         save_segmenter(trained, path)
     folder.mark_done("deeplab", key, time.perf_counter() - start)

@@ -25,6 +25,7 @@ from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import AffinityConfig, IrnConfig, from_dict, to_dict
 from ..data.cams import CamMaps
 from ..data.images import ImageStack, image_to_tensor
+from ..data.crops import crop_loader
 from ..data.lazy import LazySequence
 from ..device import resolve_device
 from ..errors import CheckpointError, DataError, MissingStageError
@@ -141,10 +142,14 @@ def _augment(
     return img.contiguous(), lab.long()
 
 
-def _make_batch(tensors, labels, config: IrnConfig, rngs: Sequence[np.random.Generator], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augmented crops (one generator each): float32 B x C x S x S images and int64 B x S/4 x S/4 labels on ``device``."""
-    pairs = [_augment(t, lab, config, rng) for t, lab, rng in zip(tensors, labels, rngs)]
-    return torch.stack([p[0] for p in pairs]).to(device), torch.stack([p[1] for p in pairs]).to(device)
+class _IrnCrop:
+    """One augmented crop of image ``i`` and its mined labels (picklable, for loader workers)."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor], labels: Sequence[np.ndarray], config: IrnConfig):
+        self.tensors, self.labels, self.config = tensors, labels, config
+
+    def __call__(self, i: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return _augment(self.tensors[i], self.labels[i], self.config, rng)
 
 
 def _mine_all(images: ImageStack, cams: Sequence[CamMaps], affinity: AffinityConfig) -> list[np.ndarray]:
@@ -172,6 +177,7 @@ def train_irn(
     device: torch.device | str = "cpu",
     seed: int = 0,
     init_backbone_state: dict | None = None,
+    num_workers: int = 0,
 ) -> Generator[Progress, None, TrainedIrn]:
     """Train IRNet; yields one :class:`Progress` per optimiser step, returns the trained network.
 
@@ -184,6 +190,7 @@ def train_irn(
         seed: Seed of the initialisation and the augmentation.
         init_backbone_state: State dict of the trained PCAM ``Backbone`` (keys optionally prefixed
             ``backbone.``); required with ``config.weights == 'same'``.
+        num_workers: DataLoader worker processes making the crops (0 = this process); same crops either way.
     """
     device = resolve_device(device) if isinstance(device, str) else device
     labels = _mine_all(images, cams, affinity)
@@ -197,17 +204,20 @@ def train_irn(
     per_epoch = math.ceil(len(images) / size)
     total = max(config.min_steps, config.epochs * per_epoch)
     order: list[int] = []
+    plan = []  # image indices of every step's global batch
+    for _ in range(total):
+        while len(order) < size:
+            order += list(rng.permutation(len(images)))
+        plan.append(order[:size])
+        order = order[size:]
+    # Every crop has its own generator: a rank's share, or a loader worker, makes the crops one process would.
+    loader = crop_loader(_IrnCrop(tensors, labels, config), plan, seed, num_workers=num_workers,
+                         pin_memory=device.type == "cuda")
     losses: list[float] = []
     model.train()
     net = distributed.wrap(model, device)  # DistributedDataParallel under torchrun, the model itself otherwise
-    for step in range(total):
-        while len(order) < size:
-            order += list(rng.permutation(len(images)))
-        batch, order = order[:size], order[size:]
-        # Every crop has its own generator, so a rank's share of the batch is the same crops a single process sees.
-        mine = distributed.rank_slice(list(enumerate(batch)))
-        x, y = _make_batch([tensors[i] for _, i in mine], [labels[i] for _, i in mine], config,
-                           [np.random.default_rng((seed, step, j)) for j, _ in mine], device)
+    for step, (x, y) in enumerate(loader):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         lr = config.lr * (1 - step / total) ** 0.9  # IRNet's poly schedule
         for group in opt.param_groups:
             group["lr"] = lr

@@ -27,6 +27,7 @@ from .. import distributed
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import DeepLabConfig, from_dict, to_dict
 from ..data.images import ImageStack, image_to_tensor
+from ..data.crops import crop_loader
 from ..data.lazy import LazySequence
 from ..device import autocast, resolve_device
 from ..errors import CheckpointError, ConfigError, DataError
@@ -145,6 +146,16 @@ def augment(
     return img, lab
 
 
+class _DeepLabCrop:
+    """One augmented crop of image ``i`` and its labels (picklable, for loader workers)."""
+
+    def __init__(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], config: DeepLabConfig):
+        self.xs, self.ys, self.config = xs, ys, config
+
+    def __call__(self, i: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return augment(self.xs[i], self.ys[i], self.config, rng)
+
+
 def _label_tensor(lab: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(lab, dtype=np.int64))
 
@@ -208,6 +219,7 @@ def train_deeplab(
     amp: bool = True,
     init_state: dict[str, torch.Tensor] | None = None,
     class_names: Sequence[str] | None = None,
+    num_workers: int = 0,
 ) -> Generator[Progress, None, TrainedSegmenter]:
     """Train DeepLabv3+ on label maps; yields one :class:`Progress` per optimiser step.
 
@@ -223,6 +235,7 @@ def train_deeplab(
         amp: Mixed precision on CUDA.
         init_state: Optional state dict to start from (fine-tuning, or a previous run).
         class_names: Names of the K classes; default ``background, class_1, ...``.
+        num_workers: DataLoader worker processes making the crops (0 = this process); same crops either way.
 
     Returns:
         The trained network (eval mode) with its config, class names and per-step losses.
@@ -251,13 +264,14 @@ def train_deeplab(
     losses: list[float] = []
     net = distributed.wrap(model, dev)  # DistributedDataParallel under torchrun, the model itself otherwise
     yield Progress(STAGE, 0, total, message=f"training DeepLabv3+ ({config.backbone}) for {total} steps")
-    for step, idx in enumerate(_batch_indices(len(xs), batch, total, rng), start=1):
-        # Every crop has its own generator, so a rank's share of the batch is the same crops a single process sees.
-        crops = [augment(xs[i], ys[i], config, np.random.default_rng((seed, step, j)))
-                 for j, i in distributed.rank_slice(list(enumerate(idx)))]
+    # Every crop has its own generator: a rank's share, or a loader worker, makes the crops one process would.
+    plan = [[int(i) for i in idx] for idx in _batch_indices(len(xs), batch, total, rng)]
+    loader = crop_loader(_DeepLabCrop(xs, ys, config), plan, seed, num_workers=num_workers,
+                         pin_memory=dev.type == "cuda", first_step=1)
+    for step, (x, y) in enumerate(loader, start=1):
         for group in opt.param_groups:  # poly schedule, power 0.9
             group["lr"] = group["base_lr"] * (1.0 - (step - 1) / total) ** 0.9
-        x, y = torch.stack([c[0] for c in crops]).to(dev), torch.stack([c[1] for c in crops]).to(dev)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         losses.append(_train_step(net, opt, scaler, x, y, amp))
         yield Progress(STAGE, step, total, loss=losses[-1], metrics={"lr": opt.param_groups[0]["lr"]})
     model.eval()
