@@ -180,5 +180,8 @@ def test_irn_loader_workers_make_the_same_crops(tiny_data):
     plan = [[0, 1], [2, 3], [1, 1]]
     a = list(crop_loader(make, plan, 7))
     b = list(crop_loader(make, plan, 7, num_workers=2))
-    assert len(a) == 3 and all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert len(a) == 3
+    for x, y in zip(a, b):  # workers run torch single-threaded: the resize may round differently
+        torch.testing.assert_close(x[0], y[0], rtol=0, atol=1e-5)
+        assert torch.equal(x[1], y[1])
     assert not torch.equal(a[0][0][0], list(crop_loader(make, plan, 8))[0][0][0])  # the seed matters

@@ -3,7 +3,8 @@
 IRNet and DeepLabv3+ draw their batches from a plan made up front: step ``s`` takes images ``[i0, i1, ...]``
 and crop ``j`` of step ``s`` is augmented with its own generator ``default_rng((seed, s, j))``. Whether the
 crops are made in the main process or in loader workers, on one rank or shared out over several (each
-rank takes its :func:`~napari_pcam.core.distributed.rank_slice` of every step), they are the same crops.
+rank takes its :func:`~napari_pcam.core.distributed.rank_slice` of every step), they are the same crops
+(up to the float rounding of the resize: workers run torch with one thread).
 """
 
 from __future__ import annotations
