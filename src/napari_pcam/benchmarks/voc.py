@@ -41,7 +41,7 @@ from ..core.device import resolve_device
 from ..core.errors import DataError
 from ..core.io import atomic_write_text
 from ..core.distributed import evaluate
-from ..core.pipeline import RunData, RunResult, predict_all, run_pipeline, subset
+from ..core.pipeline import RunData, RunResult, predict_all, run_pipeline, run_sharded
 from ..core.progress import Progress
 from ..core.run_folder import RunFolder, fingerprint, versions
 from ..core.stages.cam_inference import compute_cams
@@ -157,13 +157,9 @@ def _val_refined(folder: RunFolder, result: RunResult, config: PipelineConfig, v
         return folder.manifest["stages"]["val_refined"]
     folder.forget("val_refined")
     start = time.perf_counter()
-    mine = distributed.shard(len(val_images))
-    pred: list = [None] * len(val_images)
-    if mine:
-        done = yield from refine_images(subset(val_images, mine), take(cams, mine), result.irn,
-                                        config.random_walk, device=config.runtime.device)
-        for i, lab in zip(mine, done):
-            pred[i] = lab
+    pred = yield from run_sharded(lambda idx: refine_images(val_images.subset(idx), take(cams, idx), result.irn,
+                                                            config.random_walk, device=config.runtime.device),
+                                  len(val_images))
     scores = evaluate(val_masks, pred, val_ds.class_names)  # sums the ranks' confusion matrices
     folder.mark_done("val_refined", key, time.perf_counter() - start, miou=scores["miou"], per_class=scores["per_class"])
     return folder.manifest["stages"]["val_refined"]
@@ -195,12 +191,10 @@ def _fully_supervised(data: RunData, config: PipelineConfig, out: Path, force: b
     if not folder.is_done("val_final", vkey):
         folder.forget("val_final")
         seg = seg or load_segmenter(path, class_names=names, device=config.runtime.device)
-        start, mine = time.perf_counter(), distributed.shard(len(data.val_images))
-        preds: list = [None] * len(data.val_images)
-        if mine:
-            done = yield from predict_all(seg, subset(data.val_images, mine), config, "fully_supervised_val")
-            for i, lab in zip(mine, done):
-                preds[i] = lab
+        start = time.perf_counter()
+        preds = yield from run_sharded(
+            lambda idx: predict_all(seg, data.val_images.subset(idx), config, "fully_supervised_val"),
+            len(data.val_images))
         scores = evaluate(list(data.val_masks), preds, names)  # sums the ranks' confusion matrices
         folder.mark_done("val_final", vkey, time.perf_counter() - start, miou=scores["miou"],
                          per_class=scores["per_class"])

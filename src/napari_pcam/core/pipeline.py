@@ -11,6 +11,7 @@ writes shared files (see :mod:`.distributed`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ def run_pipeline(
     k = fingerprint(k, to_dict(config.random_walk))
 
     def refine(idx: list[int]):
-        return refine_images(subset(data.images, idx), take(result.cams, idx), result.irn,
+        return refine_images(data.images.subset(idx), take(result.cams, idx), result.irn,
                              config.random_walk, device=config.runtime.device)
 
     result.refined = yield from _stage_labels("refined", refine, data.images, folder, k)
@@ -252,9 +253,27 @@ def read_tiff(path) -> np.ndarray:
     return tifffile.imread(path)
 
 
-def subset(images: ImageStack, indices: Sequence[int]) -> ImageStack:
-    """The images at ``indices`` (all of them: the stack itself)."""
-    return images.subset(indices)
+def run_sharded(make_gen, n: int, stage: str | None = None) -> Generator[Progress, None, list]:
+    """Run ``make_gen(indices)`` on this rank's share of ``n`` items (all of them in a single process).
+
+    ``make_gen`` returns a generator of :class:`Progress` that returns one result per index. Its records
+    are passed on (renamed to ``stage`` if given); returns ``n`` results, None for the other ranks' items.
+    """
+    mine = distributed.shard(n)
+    out: list = [None] * n
+    if not mine:
+        return out
+    gen = make_gen(mine)
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            results = stop.value
+            break
+        yield p if stage is None else dataclasses.replace(p, stage=stage)
+    for i, r in zip(mine, results):
+        out[i] = r
+    return out
 
 
 def _stage_labels(stage: str, make_gen, images: ImageStack, folder: RunFolder, key: str, sub: str | None = None):
@@ -267,18 +286,10 @@ def _stage_labels(stage: str, make_gen, images: ImageStack, folder: RunFolder, k
         return LazySequence(paths, read_tiff)
     folder.forget(stage)
     start = time.perf_counter()
-    mine = distributed.shard(len(paths))
-    labels: list[np.ndarray] = []
-    gen = make_gen(mine) if mine else iter(())
-    while mine:
-        try:
-            p = next(gen)
-        except StopIteration as stop:
-            labels = stop.value
-            break
-        yield Progress(stage, p.step, p.total, loss=p.loss, message=p.message, metrics=p.metrics, preview=p.preview)
-    for i, lab in zip(mine, labels):
-        write_tiff(paths[i], lab)
+    labels = yield from run_sharded(make_gen, len(paths), stage)
+    for path, lab in zip(paths, labels):
+        if lab is not None:  # this rank's image
+            write_tiff(path, lab)
     distributed.barrier()  # every rank's labels are on disk
     folder.mark_done(stage, key, time.perf_counter() - start)
     return LazySequence(paths, read_tiff)  # read on access, from whichever rank wrote them
@@ -318,7 +329,7 @@ def _stage_final(data: RunData, config: PipelineConfig, folder: RunFolder, resul
     names = data.points.class_names
 
     def predict(images: ImageStack, stage: str):
-        return lambda idx: predict_all(result.segmenter, subset(images, idx), config, stage)
+        return lambda idx: predict_all(result.segmenter, images.subset(idx), config, stage)
 
     result.final = yield from _stage_labels("final", predict(data.images, "final"), data.images, folder, key)
     if data.masks is not None:
