@@ -1,5 +1,6 @@
 """Mining confident labels from CAMs for IRNet."""
 
+import subprocess
 import sys
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from napari_pcam.core.config import AffinityConfig
 from napari_pcam.core.data.cams import CamMaps
 from napari_pcam.core.errors import ConfigError, DataError
-from napari_pcam.core.stages.affinity import crf_available, mine_labels
+from napari_pcam.core.stages.affinity import crf_available, mine_all, mine_labels
 
 
 def _cams(maps, keys):
@@ -62,3 +63,31 @@ def test_crf_follows_the_image_edges():
     assert (plain[:, 10:12] == 1).all()
     assert (refined[:, 10:12] != 1).mean() > 0.5  # the CRF moves the spill back to the edge
     assert (refined[:, 14:] == 1).all()
+
+
+@pytest.mark.skipif(not crf_available(), reason="pydensecrf2 is not installed")
+def test_mine_all_in_worker_processes_gives_the_same_labels():
+    rng = np.random.default_rng(0)
+    items = []
+    for _ in range(3):
+        image = (rng.random((20, 28, 3)) * 255).astype(np.uint8)
+        items.append((_cams(rng.random((2, 20, 28)), [1, 3]), image))
+    config = AffinityConfig(fg_threshold=0.5, bg_threshold=0.2, crf=True)
+    here = [mine_labels(cam, config, img) for cam, img in items]
+    there = list(mine_all(iter(items), config, workers=2))
+    assert len(there) == 3
+    for a, b in zip(here, there):
+        np.testing.assert_array_equal(a, b)
+    assert set(np.unique(np.concatenate([h.ravel() for h in here]))) == {0, 1, 3, 255}
+
+
+def test_mine_all_checks_every_image_before_the_workers_see_it():
+    items = [(_cams(np.zeros((1, 8, 8)), [1]), None)]
+    with pytest.raises(DataError, match="needs the image"):
+        list(mine_all(items, AffinityConfig(crf=True), workers=1))
+
+
+def test_crf_module_does_not_import_torch():
+    """The CRF worker processes import only numpy and pydensecrf, so they start fast."""
+    code = "import sys, napari_pcam.core.crf, napari_pcam.core.processes; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

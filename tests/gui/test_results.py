@@ -55,6 +55,14 @@ def test_layers_are_added_one_per_tick_with_the_window_painted_at_the_next(make_
         redraw._tick()  # lets the window paint; adds nothing
         assert len(_results(viewer)) == count
         assert window.updatesEnabled()
+        if KINDS[count - 1] == "refined":  # a Labels layer: its editing tools are built at ticks of their own
+            tools = [_results(viewer)[-1]._overlays[key] for key in ("polygon", "brush_stroke")]
+            assert not any(tool.visible for tool in tools), "the add itself builds no tool visuals"
+            for restored in (1, 2):
+                assert not started and redraw.busy
+                redraw._tick()
+                assert sum(tool.visible for tool in tools) == restored
+                assert len(_results(viewer)) == count and window.updatesEnabled()
     assert started == [True], "the worker starts once every layer is made and painted"
     for layer, kind in zip(_results(viewer), KINDS):
         assert layer.name == f"img {kind}"
@@ -110,6 +118,11 @@ def test_results_written_before_their_layer_exists_are_added_visible(make_napari
     assert not widget.window().updatesEnabled()
     redraw.finish()
     redraw._tick()
-    assert widget.window().updatesEnabled() and not redraw.busy
+    assert widget.window().updatesEnabled()
+    redraw._tick()  # the Labels layer's two editing tools, one per tick
+    assert redraw.busy
+    redraw._tick()
+    assert not redraw.busy
     (layer,) = _results(viewer)
+    assert all(layer._overlays[key].visible for key in ("polygon", "brush_stroke"))
     assert layer.visible and HIDDEN_KEY not in layer.metadata and layer.data[0].max() == 2

@@ -351,18 +351,23 @@ class RuntimeConfig:
         amp: Mixed precision on CUDA.
         seed: Seed of every random generator.
         num_workers: DataLoader worker processes (0 = in the main process).
+        crf_workers: Processes running IRNet's dense CRF on the mined labels (0 = the main process; same
+            labels either way). The CRF holds the GIL for tens of milliseconds per call, so the viewer runs it
+            in a worker process.
     """
 
     device: str = "auto"
     amp: bool = True
     seed: int = 0
     num_workers: int = 0
+    crf_workers: int = 0
 
     def __post_init__(self) -> None:
         base = self.device.split(":")[0] if isinstance(self.device, str) else self.device
         _check_choice("runtime.device", base, DEVICE_NAMES)
         _check_range("runtime.seed", self.seed, 0, 2**32 - 1)
         _check_range("runtime.num_workers", self.num_workers, 0, 256)
+        _check_range("runtime.crf_workers", self.crf_workers, 0, 256)
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,8 @@ def _stage_irn(data: RunData, config: PipelineConfig, folder: RunFolder, result:
         init_state = result.pcam.model.backbone.state_dict()
     trained = yield from train_irn(data.images, result.cams, config.irn, config.affinity,
                                    device=config.runtime.device, seed=config.runtime.seed, init_backbone_state=init_state,
-                                   num_workers=config.runtime.num_workers)
+                                   num_workers=config.runtime.num_workers,
+                                   crf_workers=config.runtime.crf_workers)
     if distributed.is_main():
         trained.save(path)
     folder.mark_done("irn", key, time.perf_counter() - start)

@@ -46,6 +46,8 @@ ADVANCED_FIELDS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("deeplab", "batch_size", "DeepLab batch size", {"min": 1, "max": 4096}),
     ("runtime", "seed", "seed", {"min": 0, "max": 2**31 - 1}),
     ("runtime", "amp", "mixed precision (CUDA)", {}),
+    ("runtime", "num_workers", "data loader processes", {"min": 0, "max": 64}),
+    ("runtime", "crf_workers", "CRF processes", {"min": 0, "max": 64}),
 ]
 
 

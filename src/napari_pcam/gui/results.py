@@ -14,6 +14,8 @@ competes for the GIL and the CPU. So:
   worker starts, then only refreshes them;
 * :class:`Redrawer` adds at most one layer per timer tick, with the window's painting held back during that
   tick and let go at the next one, so that adding a layer and repainting never block the event loop together;
+* a new Labels layer's editing tools (polygon, brush stroke: napari builds their visuals with the layer,
+  about 35 ms) are switched off for the add and on again at ticks of their own;
 * layers made before their first result are hidden until it arrives: an empty heatmap or label map looks
   like nothing but still costs a full-canvas pass on every repaint under llvmpipe (about 7 ms per layer);
 * new layers never take the layer selection away from the layer the user works on.
@@ -70,6 +72,7 @@ class ResultTarget:
         self._dirty: list[str] = []
         self._written: set[str] = set()  # kinds that received a result
         self._hidden: set[str] = set()  # kinds whose layer was made hidden, before its first result
+        self._tools: list = []  # Labels editing-tool overlays made invisible for the add, shown one per tick
 
     @property
     def is_stack(self) -> bool:
@@ -85,6 +88,22 @@ class ResultTarget:
     def adding(self) -> bool:
         """True when the next :meth:`flush` adds a layer to the viewer."""
         return any(not self._on_screen(kind) for kind in self._dirty)
+
+    @property
+    def restoring(self) -> bool:
+        """True while editing-tool overlays of new Labels layers wait to be turned back on."""
+        return bool(self._tools)
+
+    def restore_tool(self) -> bool:
+        """Turn one deferred editing-tool overlay back on (napari builds its visual now); False if none."""
+        while self._tools:
+            overlay = self._tools.pop(0)
+            try:
+                overlay.visible = True
+                return True
+            except RuntimeError:  # its layer or the viewer is gone
+                continue
+        return False
 
     @property
     def unveiling(self) -> bool:
@@ -226,6 +245,8 @@ class ResultTarget:
         common = {"name": f"{self.image_name} {kind}", "scale": self.scale, "translate": self.translate,
                   "metadata": metadata, "visible": visible}
         layer = Labels(data, **common, **kwargs) if labels_layer else Image(data, **common, **kwargs)
+        if labels_layer and self.deferred:
+            self._tools += _hide_tools(layer)
         with _keep_selection(self.viewer):
             self.viewer.add_layer(layer)
         return layer
@@ -264,6 +285,8 @@ class Redrawer:
         if self.target is not None and self.target is not target:
             self._release()
             self.target.flush()  # what an earlier run left to show
+            while self.target.restore_tool():
+                pass
         target.deferred = True
         self.target, self.running, self._then = target, True, then
         self._pace()
@@ -279,6 +302,8 @@ class Redrawer:
             self._release()  # the layer added at the last tick is painted now
             if target is not None:
                 target.flush(max_new=0)  # fresh results join that repaint; no new layer in this tick
+        elif target is not None and target.restore_tool():  # a new Labels layer's tool: this tick's new visual
+            target.flush(max_new=0)
         elif target is not None:
             if target.adding:
                 self._hold()
@@ -299,7 +324,7 @@ class Redrawer:
         """Tick every PREPARE_MS while layers are added or shown one by one, else every ``interval_ms``."""
         target = self.target
         quick = self._held is not None or self._then is not None or (
-            target is not None and (target.adding or target.unveiling))
+            target is not None and (target.adding or target.unveiling or target.restoring))
         interval = PREPARE_MS if quick else self.interval_ms
         if self.timer.interval() != interval:
             self.timer.setInterval(interval)
@@ -307,7 +332,8 @@ class Redrawer:
     @property
     def _showing(self) -> bool:
         """True while written results or the layer added last are not on screen yet."""
-        return self._held is not None or (self.target is not None and self.target.pending)
+        target = self.target
+        return self._held is not None or (target is not None and (target.pending or target.restoring))
 
     def _hold(self) -> None:
         window = self._parent.window()
@@ -322,6 +348,23 @@ class Redrawer:
                 window.setUpdatesEnabled(True)  # repaints the whole window at the next turn of the event loop
             except RuntimeError:  # the window is gone (viewer closed)
                 pass
+
+
+# napari builds the vispy visuals of a Labels layer's polygon and brush-stroke tools when the layer is added
+# (about 35 ms under llvmpipe); it builds an overlay's visual only once the overlay is visible, so they are
+# switched off for the add and back on at later ticks. Private napari API: without it, nothing is deferred.
+_TOOL_OVERLAYS = ("polygon", "brush_stroke")
+
+
+def _hide_tools(layer: Labels) -> list:
+    overlays = getattr(layer, "_overlays", None)
+    hidden = []
+    for key in _TOOL_OVERLAYS:
+        overlay = overlays.get(key) if hasattr(overlays, "get") else None
+        if overlay is not None and getattr(overlay, "visible", False):
+            overlay.visible = False
+            hidden.append(overlay)
+    return hidden
 
 
 @contextmanager

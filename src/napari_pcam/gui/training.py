@@ -38,6 +38,10 @@ from .jobs import FINETUNE_DIR, training_job
 from .models import BundlePredictor, PcamPredictor, session_for
 from .results import Redrawer, ResultTarget
 
+# In the viewer, IRNet's dense CRF runs in a worker process by default: its C++ code holds the GIL for up
+# to 50 ms per call, which otherwise stalls the event loop (gaps over 100 ms while mining).
+VIEWER_CRF_WORKERS = 1
+
 
 
 class TrainingWidget(QWidget):
@@ -68,6 +72,7 @@ class TrainingWidget(QWidget):
         self.finetune = CheckBox(label="fine-tune the previous PCAM", value=False)
         self.main = ConfigForm(MAIN_FIELDS, config)
         self.advanced = ConfigForm(ADVANCED_FIELDS, config)
+        self.advanced["runtime.crf_workers"].value = VIEWER_CRF_WORKERS
         self.channel_axis = ComboBox(label="channel axis", choices=CHANNEL_CHOICES, value=None)
         self.run_folder = FileEdit(label="run folder", mode="d", value="")
         self.recompute = CheckBox(label="recompute stale results", value=True)
@@ -118,6 +123,7 @@ class TrainingWidget(QWidget):
         config = get_preset(name)
         self.main.load(config)
         self.advanced.load(config)
+        self.advanced["runtime.crf_workers"].value = VIEWER_CRF_WORKERS
         self.weights.value = config.cam.weights if config.cam.weights in ("imagenet", "none") else "file"
 
     def config(self) -> PipelineConfig:

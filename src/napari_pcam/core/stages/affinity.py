@@ -9,18 +9,20 @@ the PCAM paper does not mention a CRF, so it is off by default).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 
 from ..config import AffinityConfig
+from ..crf import crf_available, crf_pair
 from ..data.cams import CamMaps, cams_to_labels
 from ..data.images import normalise_image
 from ..errors import ConfigError, DataError
+from ..processes import process_map
+
+__all__ = ["IGNORE", "crf_available", "mine_all", "mine_labels"]
 
 IGNORE = 255
-
-# IRNet's CRF settings (imutils.crf_inference_label)
-CRF_ITERATIONS = 10
-CRF_GT_PROB = 0.7
 
 
 def mine_labels(cams: CamMaps, config: AffinityConfig, image: np.ndarray | None = None) -> np.ndarray:
@@ -38,58 +40,56 @@ def mine_labels(cams: CamMaps, config: AffinityConfig, image: np.ndarray | None 
         DataError: CRF requested without an image, or an image of another size than the CAMs.
         ConfigError: CRF requested but ``pydensecrf2`` is not installed.
     """
+    rgb, maps, keys, thresholds = _job(cams, config, image)
+    if config.crf:
+        return _combine(*crf_pair(rgb, maps, keys, thresholds))
+    return _combine(*(cams_to_labels(maps, keys, t) for t in thresholds))
+
+
+def mine_all(
+    items: Iterable[tuple[CamMaps, np.ndarray | None]], config: AffinityConfig, *, workers: int = 0
+) -> Iterator[np.ndarray]:
+    """:func:`mine_labels` for every image, in order (consumed lazily, a few images ahead of the results).
+
+    Args:
+        items: ``(cams, image)`` per image (the image, H x W x C, is needed only with the CRF).
+        config: Thresholds and the CRF switch.
+        workers: With the CRF, worker processes that run it (0 = this process; the labels are the same).
+            The CRF's C++ code holds the GIL, so a viewer stays responsive only when it runs elsewhere.
+    """
+    if not config.crf or workers <= 0:
+        for cam, img in items:
+            yield mine_labels(cam, config, img)
+        return
+    jobs = (_job(cam, config, img) for cam, img in items)
+    for pair in process_map(crf_pair, jobs, workers):
+        yield _combine(*pair)
+
+
+def _job(cams: CamMaps, config: AffinityConfig, image: np.ndarray | None) -> tuple:
+    """Checked arguments of :func:`crf_pair` (rgb, maps, keys, thresholds); the image is only read with the CRF."""
     maps, keys = np.asarray(cams.highres, np.float32), np.asarray(cams.keys, np.int64)
     if np.any(keys > 254):
         raise DataError("affinity labels support class ids up to 254 (255 marks ignored pixels).")
     if not np.all(np.isfinite(maps)):
         raise DataError("the CAMs contain NaN or infinite values; recompute them.")
+    rgb = None
     if config.crf:
         if image is None or image.shape[:2] != maps.shape[1:]:
             raise DataError(f"the dense CRF needs the image, of the CAMs' size {maps.shape[1:]}.")
-        fg = _crf_labels(image, maps, keys, config.fg_threshold)
-        bg = _crf_labels(image, maps, keys, config.bg_threshold)
-    else:
-        fg = cams_to_labels(maps, keys, config.fg_threshold)
-        bg = cams_to_labels(maps, keys, config.bg_threshold)
+        if not crf_available():
+            raise ConfigError("affinity.crf=True needs the optional dense-CRF package: pip install pydensecrf2 "
+                              "(or set affinity.crf to false).")
+        rgb = _as_rgb8(image)
+    return rgb, maps, keys, (config.fg_threshold, config.bg_threshold)
+
+
+def _combine(fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """Foreground where confident at the high threshold, background where nothing passes the low one."""
     conf = fg.astype(np.uint8)
     conf[fg == 0] = IGNORE
     conf[(fg == 0) & (bg == 0)] = 0
     return conf
-
-
-def crf_available() -> bool:
-    """Whether the optional dense-CRF package (``pip install pydensecrf2``) can be imported."""
-    try:
-        import pydensecrf.densecrf  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _crf_labels(image: np.ndarray, maps: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
-    """Argmax labels over [background at ``threshold``; maps], refined by IRNet's dense CRF."""
-    try:
-        import pydensecrf.densecrf as dcrf
-        from pydensecrf.utils import unary_from_labels
-    except ImportError as exc:
-        raise ConfigError(
-            "affinity.crf=True needs the optional dense-CRF package: pip install pydensecrf2 "
-            "(or set affinity.crf to false)."
-        ) from exc
-    n = len(keys) + 1
-    scores = np.concatenate([np.full((1, *maps.shape[1:]), threshold, np.float32), maps], 0)
-    index = np.argmax(scores, 0)
-    if n == 1:
-        return np.zeros(maps.shape[1:], np.uint8)
-    h, w = index.shape
-    rgb = _as_rgb8(image)
-    crf = dcrf.DenseCRF2D(w, h, n)
-    crf.setUnaryEnergy(unary_from_labels(index, n, gt_prob=CRF_GT_PROB, zero_unsure=False))
-    crf.addPairwiseGaussian(sxy=3, compat=3)
-    crf.addPairwiseBilateral(sxy=50, srgb=5, rgbim=rgb, compat=10)
-    q = np.asarray(crf.inference(CRF_ITERATIONS)).reshape(n, h, w)
-    lut = np.concatenate([[0], keys]).astype(np.uint8)
-    return lut[np.argmax(q, 0)]
 
 
 def _as_rgb8(image: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from ..device import resolve_device
 from ..errors import CheckpointError, DataError, MissingStageError
 from ..models.irn import IrnNet
 from ..progress import Progress
-from .affinity import IGNORE, mine_labels
+from .affinity import IGNORE, mine_all
 from .pairs import pair_difference, pair_displacement_target, pair_labels, path_affinity
 
 EPS = 1e-5
@@ -152,14 +152,18 @@ class _IrnCrop:
         return _augment(self.tensors[i], self.labels[i], self.config, rng)
 
 
-def _mine_all(images: ImageStack, cams: Sequence[CamMaps], affinity: AffinityConfig) -> list[np.ndarray]:
+def _mine_all(images: ImageStack, cams: Sequence[CamMaps], affinity: AffinityConfig, workers: int) -> list[np.ndarray]:
     if len(cams) != len(images):
         raise DataError(f"{len(cams)} CAM sets for {len(images)} images; compute CAMs for every image.")
-    labels = []
-    for name, img, cam in zip(images.names, images.images, cams):
-        if cam.shape != img.shape[:2]:
-            raise DataError(f"the CAMs of {name!r} are {cam.shape}, the image is {img.shape[:2]}; recompute them.")
-        labels.append(mine_labels(cam, affinity, img))
+
+    def checked():  # one read of every image and CAM set (they may live on disk)
+        for name, img, cam in zip(images.names, images.images, cams):
+            if cam.shape != img.shape[:2]:
+                raise DataError(f"the CAMs of {name!r} are {cam.shape}, the image is {img.shape[:2]}; "
+                                "recompute them.")
+            yield cam, img
+
+    labels = list(mine_all(checked(), affinity, workers=workers))
     if all(np.all(lab == IGNORE) for lab in labels):
         raise DataError(
             "no confident pixels in any image (every label is ignored): lower affinity.fg_threshold or raise "
@@ -178,6 +182,7 @@ def train_irn(
     seed: int = 0,
     init_backbone_state: dict | None = None,
     num_workers: int = 0,
+    crf_workers: int = 0,
 ) -> Generator[Progress, None, TrainedIrn]:
     """Train IRNet; yields one :class:`Progress` per optimiser step, returns the trained network.
 
@@ -191,9 +196,10 @@ def train_irn(
         init_backbone_state: State dict of the trained PCAM ``Backbone`` (keys optionally prefixed
             ``backbone.``); required with ``config.weights == 'same'``.
         num_workers: DataLoader worker processes making the crops (0 = this process); same crops either way.
+        crf_workers: Processes running the dense CRF of the mined labels (0 = this process); same labels.
     """
     device = resolve_device(device) if isinstance(device, str) else device
-    labels = _mine_all(images, cams, affinity)
+    labels = _mine_all(images, cams, affinity, crf_workers)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_irn(config, images.channels, init_backbone_state).to(device)
