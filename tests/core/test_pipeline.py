@@ -101,3 +101,25 @@ def test_held_out_masks_with_undeclared_values(run_data):
 def test_held_out_images_without_masks(run_data):
     with pytest.raises(DataError, match="without masks"):
         RunData(run_data.images, run_data.points, run_data.masks, run_data.val_images, None)
+
+
+def test_changed_test_time_settings_rerun_predictions_not_training(run_data, tmp_path, tiny_pipeline):
+    import dataclasses
+
+    drain(run_pipeline(run_data, tiny_pipeline, tmp_path, until="final"))
+    model = tmp_path / "models" / "deeplab.pt"
+    stamp = model.stat().st_mtime_ns
+    tta = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(tiny_pipeline.deeplab, test_flip=True))
+    messages = {}
+    gen = run_pipeline(run_data, tta, tmp_path, until="final", force=True)
+    while True:
+        try:
+            p = next(gen)
+            messages.setdefault(p.stage, set()).add(p.message)
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert messages["deeplab"] == {"cached"} and model.stat().st_mtime_ns == stamp
+    assert "cached" not in messages["final"], "the final labels are predicted again, with the flip"
+    assert result.segmenter.config.test_flip
+    assert load_bundle(result.bundle_path).segmenter.config.test_flip

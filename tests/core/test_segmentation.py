@@ -14,6 +14,7 @@ from napari_pcam.core.stages.segmentation import (
     load_segmenter,
     predict,
     predict_logits,
+    predict_probabilities,
     save_segmenter,
     train_deeplab,
 )
@@ -178,3 +179,38 @@ def test_loader_workers_make_the_same_crops_as_the_main_process(tiny_data):
         assert torch.equal(x[1], y[1])
     trained = drain(train_deeplab(tiny_data.images, tiny_data.masks, 4, cfg, device="cpu", seed=5, num_workers=2))
     assert len(trained.losses) == 3 and all(np.isfinite(trained.losses))
+
+
+def test_test_time_augmentation_averages_probabilities(trained):
+    seg, _ = trained
+    image = make_synthetic(1, (48, 64), seed=7).images.images[0]
+    plain = predict_probabilities(seg.model, image)
+    torch.testing.assert_close(plain, predict_logits(seg.model, image).softmax(0))
+    x = image_to_tensor(image)
+    with torch.no_grad():
+        mirrored = seg.model(x.flip(-1)[None])[0].flip(-1).softmax(0)
+        small = seg.model(torch.nn.functional.interpolate(x[None], size=(24, 32), mode="bilinear"))
+    small = torch.nn.functional.interpolate(small, size=(48, 64), mode="bilinear")[0].softmax(0)
+    flipped = predict_probabilities(seg.model, image, flip=True)
+    torch.testing.assert_close(flipped, (plain + mirrored) / 2, rtol=1e-4, atol=1e-5)
+    both = predict_probabilities(seg.model, image, scales=(1.0, 0.5))
+    torch.testing.assert_close(both, (plain + small) / 2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(both.sum(0), torch.ones(48, 64))
+    labels = predict(seg.model, image, scales=(1.0, 0.5), flip=True)
+    np.testing.assert_array_equal(labels, predict_probabilities(seg.model, image, scales=(1.0, 0.5), flip=True)
+                                  .argmax(0).numpy())
+
+
+def test_segmenter_uses_the_configs_test_time_settings(trained):
+    import dataclasses
+
+    seg, _ = trained
+    image = make_synthetic(1, (48, 64), seed=8).images.images[0]
+    tta = dataclasses.replace(seg, config=dataclasses.replace(seg.config, test_flip=True, test_scales=(1.0, 0.75)))
+    ref = predict_probabilities(seg.model, image, scales=(1.0, 0.75), flip=True).argmax(0).numpy()
+    np.testing.assert_array_equal(tta.predict(image), ref)
+
+
+def test_empty_test_scales_are_a_config_error():
+    with pytest.raises(ConfigError, match="test_scales"):
+        DeepLabConfig(test_scales=())

@@ -295,6 +295,9 @@ class DeepLabConfig:
         tile_size: Sliding-window size for inference on large images.
         tile_overlap: Sliding-window overlap in pixels.
         batch_tiles: Tiles sent through the network at once during inference.
+        test_scales: Image scales whose class probabilities are averaged at inference (DeepLab's multi-scale
+            test; (1.0,) = single scale).
+        test_flip: Also average the probabilities of the horizontally flipped image at inference.
         min_steps: Lower bound on the number of optimiser steps.
     """
 
@@ -313,6 +316,8 @@ class DeepLabConfig:
     tile_size: int = 1024
     tile_overlap: int = 256
     batch_tiles: int = 4
+    test_scales: tuple[float, ...] = (1.0,)
+    test_flip: bool = False
     min_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -340,6 +345,10 @@ class DeepLabConfig:
             f"deeplab.tile_overlap={self.tile_overlap!r} must lie between 0 and half the tile size.",
         )
         _check_scale_range("deeplab.scale_range", self.scale_range)
+        _check(
+            len(self.test_scales) > 0 and all(isinstance(v, (int, float)) and 0.05 <= v <= 8 for v in self.test_scales),
+            f"deeplab.test_scales={self.test_scales!r} must be a non-empty list of numbers in [0.05, 8].",
+        )
 
 
 @dataclass(frozen=True)

@@ -175,11 +175,15 @@ def run_pipeline(
         _update_metrics(folder, result, "train", "refined", evaluate(data.masks, result.refined, names))
     if last < STAGES.index("deeplab"):
         return result
-    k = fingerprint(k, to_dict(config.deeplab))
-    result.segmenter = yield from _stage_deeplab(data, config, folder, result, k)
+    deeplab = to_dict(config.deeplab)
+    k = fingerprint(k, {f: v for f, v in deeplab.items() if f not in DEEPLAB_INFERENCE})
+    segmenter = yield from _stage_deeplab(data, config, folder, result, k)
+    # inference settings (tiling, test-time scales / flip) change the predictions, not the trained network
+    result.segmenter = dataclasses.replace(segmenter, config=dataclasses.replace(
+        segmenter.config, **{f: getattr(config.deeplab, f) for f in DEEPLAB_INFERENCE}))
     if last < STAGES.index("final"):
         return result
-    yield from _stage_final(data, config, folder, result, k)
+    yield from _stage_final(data, config, folder, result, fingerprint(k, {f: deeplab[f] for f in DEEPLAB_INFERENCE}))
     return result
 
 
@@ -275,6 +279,10 @@ def run_sharded(make_gen, n: int, stage: str | None = None) -> Generator[Progres
     for i, r in zip(mine, results):
         out[i] = r
     return out
+
+
+# DeepLabConfig fields used only at inference: a change re-runs the predictions, not the training
+DEEPLAB_INFERENCE = ("tile_size", "tile_overlap", "batch_tiles", "test_scales", "test_flip")
 
 
 def _stage_labels(stage: str, make_gen, images: ImageStack, folder: RunFolder, key: str, sub: str | None = None):

@@ -58,11 +58,11 @@ class TrainedSegmenter:
     losses: list[float] = field(default_factory=list)
 
     def predict(self, image: np.ndarray, *, device: str | torch.device = "cpu", amp: bool = True) -> np.ndarray:
-        """Label map (uint8 H x W) of one ``H x W x C`` image with the config's tiling settings."""
+        """Label map (uint8 H x W) of one ``H x W x C`` image with the config's tiling and test-time settings."""
         cfg = self.config
         return predict(
             self.model, image, device=device, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
-            batch=cfg.batch_tiles, amp=amp,
+            batch=cfg.batch_tiles, amp=amp, scales=cfg.test_scales, flip=cfg.test_flip,
         )
 
 
@@ -300,6 +300,48 @@ def predict_logits(
         batch: Tiles per forward pass.
         amp: Mixed precision on CUDA.
     """
+    x, run = _prepare(model, image, device, amp)
+    return sliding_window(run, x, tile_size=tile_size, overlap=tile_overlap, batch=batch).cpu()
+
+
+def predict_probabilities(
+    model: nn.Module,
+    image: np.ndarray,
+    *,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    device: str | torch.device = "cpu",
+    tile_size: int = 1024,
+    tile_overlap: int = 256,
+    batch: int = 4,
+    amp: bool = True,
+) -> torch.Tensor:
+    """Class probabilities of one image (float32 K x H x W), averaged over test-time scales and flips.
+
+    DeepLab's multi-scale test: the image is resized by every scale (at least 16 px a side), each pass's
+    softmax is resized back and averaged, with the horizontally flipped image too when ``flip``.
+    Other arguments as in :func:`predict_logits`.
+    """
+    x, run = _prepare(model, image, device, amp)
+    h, w = x.shape[1:]
+    total = None
+    for scale in scales:
+        size = (max(16, round(h * scale)), max(16, round(w * scale)))
+        xs = x if size == (h, w) else F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+        for flipped in (False, True) if flip else (False,):
+            logits = sliding_window(run, xs.flip(-1) if flipped else xs, tile_size=tile_size, overlap=tile_overlap,
+                                    batch=batch).float()
+            if flipped:
+                logits = logits.flip(-1)
+            if size != (h, w):
+                logits = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+            probs = logits.softmax(0)
+            total = probs if total is None else total + probs
+    return (total / (len(scales) * (2 if flip else 1))).cpu()
+
+
+def _prepare(model: nn.Module, image: np.ndarray, device: str | torch.device, amp: bool):
+    """(image tensor C x H x W on the device, tile runner) after checking the image's channels."""
     dev = resolve_device(device) if isinstance(device, str) else device
     model.to(dev).eval()
     image = np.asarray(image)
@@ -312,7 +354,7 @@ def predict_logits(
         with autocast(dev, amp):
             return model(tiles)
 
-    return sliding_window(run, x, tile_size=tile_size, overlap=tile_overlap, batch=batch).cpu()
+    return x, run
 
 
 def predict(
@@ -324,12 +366,17 @@ def predict(
     tile_overlap: int = 256,
     batch: int = 4,
     amp: bool = True,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
 ) -> np.ndarray:
-    """Label map (uint8 H x W, argmax of :func:`predict_logits`) of one ``H x W x C`` image."""
-    logits = predict_logits(
-        model, image, device=device, tile_size=tile_size, tile_overlap=tile_overlap, batch=batch, amp=amp
-    )
-    return logits.argmax(0).numpy().astype(np.uint8)
+    """Label map (uint8 H x W) of one ``H x W x C`` image: the argmax of :func:`predict_logits`, or of
+    :func:`predict_probabilities` with test-time ``scales`` other than (1.0,) or ``flip``."""
+    kwargs = dict(device=device, tile_size=tile_size, tile_overlap=tile_overlap, batch=batch, amp=amp)
+    if tuple(scales) == (1.0,) and not flip:
+        scores = predict_logits(model, image, **kwargs)
+    else:
+        scores = predict_probabilities(model, image, scales=scales, flip=flip, **kwargs)
+    return scores.argmax(0).numpy().astype(np.uint8)
 
 
 def predict_stack(
