@@ -126,3 +126,29 @@ def test_results_written_before_their_layer_exists_are_added_visible(make_napari
     (layer,) = _results(viewer)
     assert all(layer._overlays[key].visible for key in ("polygon", "brush_stroke"))
     assert layer.visible and HIDDEN_KEY not in layer.metadata and layer.data[0].max() == 2
+
+
+@pytest.mark.gui
+def test_garbage_collection_is_paused_while_a_run_is_shown(make_napari_viewer):
+    import gc
+
+    viewer, image, widget = _setup(make_napari_viewer)
+    assert gc.get_freeze_count() == 0
+    target = ResultTarget(viewer, image, NAMES, COLORS)
+    redraw = _started(Redrawer(widget), target)
+    assert gc.get_freeze_count() > 0, "the objects of the viewer are left out of full collections"
+    redraw.finish()
+    for _ in range(3):
+        redraw._tick()
+    assert not redraw.busy and gc.get_freeze_count() == 0, "handed back once everything is shown"
+
+
+@pytest.mark.gui
+def test_garbage_collection_resumes_when_the_widget_closes_mid_run(make_napari_viewer, qtbot):
+    import gc
+
+    viewer, image, widget = _setup(make_napari_viewer)
+    redraw = _started(Redrawer(widget), ResultTarget(viewer, image, NAMES, COLORS))
+    assert gc.get_freeze_count() > 0 and redraw.busy
+    widget.deleteLater()
+    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=2000)

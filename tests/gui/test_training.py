@@ -33,6 +33,16 @@ def test_run_until_offers_every_stage_and_defaults_to_final(make_napari_viewer):
 
 
 @pytest.mark.gui
+def test_the_viewer_runs_the_crf_in_a_worker_process_by_default(make_napari_viewer):
+    widget = TrainingWidget(make_napari_viewer())
+    assert widget.config().runtime.crf_workers == 1
+    widget.preset.value = "sample"
+    assert widget.config().runtime.crf_workers == 1
+    widget.advanced["runtime.crf_workers"].value = 0  # the user's choice wins
+    assert widget.config().runtime.crf_workers == 0
+
+
+@pytest.mark.gui
 def test_train_until_final_adds_every_result_layer_then_finetunes_in_place(qtbot, tiny_layers, fast, wait_idle):
     viewer, image, points = tiny_layers
     widget = _docked(viewer, image, points, fast)
