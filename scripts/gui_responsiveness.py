@@ -31,8 +31,8 @@ from _sample_session import open_sample_session, wait_for  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=10, help="PCAM epochs (the sample preset uses 60)")
-    parser.add_argument("--irn-epochs", type=int, default=3, help="IRNet epochs (the sample preset uses 10)")
-    parser.add_argument("--deeplab-epochs", type=int, default=5, help="DeepLabv3+ epochs (the sample preset uses 25)")
+    parser.add_argument("--irn-epochs", type=int, default=3, help="IRNet epochs (the sample preset uses 30)")
+    parser.add_argument("--deeplab-epochs", type=int, default=5, help="DeepLabv3+ epochs (the sample preset uses 100)")
     parser.add_argument("--until", default="final", help="last stage (pcam, cams, irn, refined, deeplab, final)")
     args = parser.parse_args()
     viewer, train = open_sample_session(args.epochs, until=args.until, irn_epochs=args.irn_epochs,

@@ -63,9 +63,11 @@ def test_chain_benchmark_rows(run_data, tmp_path, tiny_pipeline):
         assert 0 <= r["train_miou"] <= 100 and 0 <= r["val_miou"] <= 100
         assert r["seconds"] > 0 and r["peak_mb"] > 50
     chain = rows[0]
-    assert set(chain["stages"]) == {"pcam", "refined", "final"}
+    assert set(chain["stages"]) == set(chain["val_stages"]) == {"pcam", "refined", "final"}
+    assert chain["val_stages"]["final"] == chain["val_miou"]
     table = markdown(rows)
     assert "| random forest |" in table and "final / fully supervised" in table
+    assert "pcam chain by stage (train / val): pcam " in table
 
 
 def test_chain_benchmark_needs_masks(run_data, tmp_path, tiny_pipeline):

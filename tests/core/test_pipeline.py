@@ -25,20 +25,31 @@ def finished(run_data, tmp_path_factory, tiny_pipeline):
 
 def test_every_stage_runs_and_writes_its_files(finished):
     out, result, stages = finished
-    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s][:6] == [
-        "pcam", "cams", "irn", "irn_displacement", "refined", "deeplab"]
-    for sub in ("pcam", "pcam_labels", "refined", "final", "val_final"):
-        assert len(list((out / sub).glob("*.tif"))) == (2 if sub == "val_final" else 3), sub
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s][:8] == [
+        "pcam", "cams", "val_cams", "irn", "irn_displacement", "refined", "val_refined", "deeplab"]
+    for sub in ("pcam", "pcam_labels", "refined", "final", "val_refined", "val_final"):
+        assert len(list((out / sub).glob("*.tif"))) == (2 if sub.startswith("val_") else 3), sub
+    assert len(list((out / "val_cams").glob("*.npz"))) == 2
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["train"]) == {"pcam", "refined", "final"} and set(metrics["val"]) == {"final"}
-    assert all(0 <= v <= 100 for v in metrics["train"].values())
-    assert {"pcam", "cams", "irn", "refined", "deeplab", "final"} <= set(metrics["seconds"])
+    assert set(metrics["train"]) == {"pcam", "refined", "final"}
+    assert set(metrics["val"]) == {"pcam", "refined", "final"}, "held-out rows of every stage, as the paper's"
+    assert all(0 <= v <= 100 for v in [*metrics["train"].values(), *metrics["val"].values()])
+    assert {"pcam", "cams", "val_cams", "irn", "refined", "val_refined", "deeplab", "final"} <= set(metrics["seconds"])
     assert result.final[0].shape == (64, 64) and result.final[0].dtype == np.uint8
     # results are read from the folder on access, never all held in memory (VOC's would not fit)
     from napari_pcam.core.data.lazy import LazySequence
 
     assert all(isinstance(x, LazySequence) for x in (result.cams, result.refined, result.final, result.val_final))
     assert len(result.cams) == 3 and result.cams[2].shape == (64, 64)
+
+
+def test_held_out_cams_are_restricted_to_the_classes_of_their_masks(finished, run_data):
+    from napari_pcam.core.pipeline import val_keys
+
+    _, result, _ = finished
+    for cams, mask, keys in zip(result.val_cams, run_data.val_masks, val_keys(run_data.val_masks)):
+        present = sorted(set(np.unique(mask).tolist()) - {0, 255})
+        assert list(cams.keys) == present == list(keys)
 
 
 def test_bundle_round_trip_gives_identical_predictions(finished, run_data):

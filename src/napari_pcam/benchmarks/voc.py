@@ -286,7 +286,8 @@ def benchmark_voc(
         else:
             run_data = data if exp != "pcam_3annotators" else RunData(train_images, points3, train_masks,
                                                                       val_images, val_masks)
-            result = yield from run_pipeline(run_data, cfg, out / exp, until=job["until"], force=force)
+            result = yield from run_pipeline(run_data, cfg, out / exp, until=job["until"], force=force,
+                                             held_out_rows=False)  # its own val rows, from the XML labels
             m = result.metrics
             scores[exp] = {"miou": {s: v for s, v in m.get("train", {}).items() if s != "final"},
                            "per_class": {}}

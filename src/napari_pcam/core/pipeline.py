@@ -103,6 +103,8 @@ class RunResult:
     refined: Sequence[np.ndarray] | None = None
     segmenter: TrainedSegmenter | None = None
     final: Sequence[np.ndarray] | None = None
+    val_cams: Sequence[CamMaps] | None = None
+    val_refined: Sequence[np.ndarray] | None = None
     val_final: Sequence[np.ndarray] | None = None
 
     @property
@@ -129,6 +131,7 @@ def run_pipeline(
     until: str = "final",
     force: bool = False,
     init: TrainedCam | None = None,
+    held_out_rows: bool = True,
 ) -> Generator[Progress, None, RunResult]:
     """Run the chain up to ``until`` into the folder ``out``; resumes from cached stages.
 
@@ -139,6 +142,9 @@ def run_pipeline(
         until: Last stage: one of :data:`STAGES`.
         force: Recompute stages whose cached results were made with other data or settings.
         init: Fine-tune this PCAM model instead of training one from the configured weights.
+        held_out_rows: With held-out images, also score their PCAM and refined labels (``val_cams``,
+            ``val_refined``; CAMs restricted to the classes of each mask, as the paper's val rows use the
+            image-level labels). The VOC benchmark turns this off: it makes these rows from VOC's XML labels.
     """
     if until not in STAGES:
         raise DataError(f"until={until!r} is not a stage; choose one of {', '.join(STAGES)}.")
@@ -154,10 +160,17 @@ def run_pipeline(
     result.pcam = yield from _stage_pcam(data, config, folder, k, init)
     k = fingerprint(k, to_dict(config.cam_inference))
     result.cams = yield from _stage_cams(data, config, folder, result.pcam, k)
+    thr = config.cam_inference.bg_threshold
     if data.masks is not None:
-        thr = config.cam_inference.bg_threshold
         pcam_labels = LazySequence(result.cams, lambda c: c.labels(thr))
         _update_metrics(folder, result, "train", "pcam", evaluate(data.masks, pcam_labels, names))
+    k_val = None
+    if held_out_rows and data.val_images is not None:
+        k_val = fingerprint(k, data.val_images.images, data.val_masks)
+    if k_val is not None:  # held-out PCAM and refined rows, as the paper's val rows (image-level labels known)
+        result.val_cams = yield from _stage_val_cams(data, config, folder, result.pcam, k_val)
+        _update_metrics(folder, result, "val", "pcam",
+                        evaluate(data.val_masks, LazySequence(result.val_cams, lambda c: c.labels(thr)), names))
     if last < STAGES.index("irn"):
         return result
     k = fingerprint(k, to_dict(config.irn), to_dict(config.affinity))
@@ -173,6 +186,15 @@ def run_pipeline(
     result.refined = yield from _stage_labels("refined", refine, data.images, folder, k)
     if data.masks is not None and not config.random_walk.instances:
         _update_metrics(folder, result, "train", "refined", evaluate(data.masks, result.refined, names))
+    if k_val is not None and not config.random_walk.instances:
+
+        def refine_val(idx: list[int]):
+            return refine_images(data.val_images.subset(idx), take(result.val_cams, idx), result.irn,
+                                 config.random_walk, device=config.runtime.device)
+
+        result.val_refined = yield from _stage_labels("val_refined", refine_val, data.val_images, folder,
+                                                      fingerprint(k, k_val))
+        _update_metrics(folder, result, "val", "refined", evaluate(data.val_masks, result.val_refined, names))
     if last < STAGES.index("deeplab"):
         return result
     deeplab = to_dict(config.deeplab)
@@ -224,6 +246,33 @@ def _stage_cams(data: RunData, config: PipelineConfig, folder: RunFolder, traine
     distributed.barrier()  # every rank's CAMs are on disk
     folder.mark_done("cams", key, time.perf_counter() - start)
     return LazySequence(paths, CamMaps.load)  # read one at a time: VOC's CAMs do not fit in memory
+
+
+def val_keys(masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Classes present in each held-out mask: the image-level labels that the held-out CAMs are restricted to."""
+    return [np.setdiff1d(np.unique(np.asarray(m)), [0, 255]).astype(np.int64) for m in masks]
+
+
+def _stage_val_cams(data: RunData, config: PipelineConfig, folder: RunFolder, trained: TrainedCam, key: str):
+    """CAMs of the held-out images for their evaluation rows (``val_cams/<stem>.npz``), restricted to the
+    classes of their masks as the paper's and IRNet's val rows use the image-level labels."""
+    paths = [folder.path("val_cams", f"{Path(n).stem}.npz") for n in data.val_images.names]
+    if folder.is_done("val_cams", key) and all(p.is_file() for p in paths):
+        yield Progress("val_cams", len(paths), len(paths), message="cached")
+        return LazySequence(paths, CamMaps.load)
+    folder.forget("val_cams")
+    start = time.perf_counter()
+    trained.model.to(resolve_device(config.runtime.device))
+    keys = val_keys(data.val_masks)
+    mine = distributed.shard(len(paths))
+    for j, i in enumerate(mine):
+        c = compute_cams(trained.model, data.val_images.images[i], config.cam_inference, keys=keys[i],
+                         amp=config.runtime.amp)
+        c.save(paths[i])
+        yield Progress("val_cams", j + 1, len(mine), message=data.val_images.names[i])
+    distributed.barrier()
+    folder.mark_done("val_cams", key, time.perf_counter() - start)
+    return LazySequence(paths, CamMaps.load)
 
 
 def _stage_irn(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str):
@@ -366,7 +415,7 @@ def _update_metrics(folder: RunFolder, result: RunResult, split: str, stage: str
     }
     done = set(metrics.get("train", {})) | set(metrics.get("val", {}))
     last = max(STAGES.index(s) for s in done if s in STAGES)
-    wanted = set(STAGES[: last + 1]) | ({"val_final"} if "val" in metrics else set())
+    wanted = set(STAGES[: last + 1]) | ({"val_cams", "val_refined", "val_final"} if "val" in metrics else set())
     metrics["seconds"] = {k: v for k, v in folder.seconds().items() if k in wanted}
     if distributed.is_main():
         atomic_write_text(folder.path("metrics.json"), json.dumps(metrics, indent=2) + "\n")
