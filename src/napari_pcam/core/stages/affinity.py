@@ -10,6 +10,7 @@ the PCAM paper does not mention a CRF, so it is off by default).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from ..config import AffinityConfig
 from ..crf import crf_available, crf_pair
 from ..data.cams import CamMaps, cams_to_labels
 from ..data.images import normalise_image
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, PcamError
 from ..processes import process_map
 
 __all__ = ["IGNORE", "crf_available", "mine_all", "mine_labels"]
@@ -62,8 +63,14 @@ def mine_all(
             yield mine_labels(cam, config, img)
         return
     jobs = (_job(cam, config, img) for cam, img in items)
-    for pair in process_map(crf_pair, jobs, workers):
-        yield _combine(*pair)
+    try:
+        for pair in process_map(crf_pair, jobs, workers):
+            yield _combine(*pair)
+    except BrokenProcessPool as exc:
+        raise PcamError(
+            f"a dense-CRF worker process died ({exc}); set runtime.crf_workers to 0 to run the CRF in this "
+            "process instead."
+        ) from exc
 
 
 def _job(cams: CamMaps, config: AffinityConfig, image: np.ndarray | None) -> tuple:
