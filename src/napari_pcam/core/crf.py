@@ -26,6 +26,19 @@ def crf_available() -> bool:
     return True
 
 
+def require_crf():
+    """The dense-CRF modules ``(densecrf, unary_from_labels)``; a clear ConfigError when not installed."""
+    try:
+        import pydensecrf.densecrf as dcrf
+        from pydensecrf.utils import unary_from_labels
+    except ImportError as exc:
+        raise ConfigError(
+            "affinity.crf=True needs the optional dense-CRF package: pip install pydensecrf2 "
+            "(or set affinity.crf to false)."
+        ) from exc
+    return dcrf, unary_from_labels
+
+
 def crf_labels(rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
     """Argmax labels over [background at ``threshold``; maps], refined by IRNet's dense CRF.
 
@@ -38,14 +51,7 @@ def crf_labels(rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray, threshold: f
     Returns:
         uint8 (H, W) class ids (0 = background).
     """
-    try:
-        import pydensecrf.densecrf as dcrf
-        from pydensecrf.utils import unary_from_labels
-    except ImportError as exc:
-        raise ConfigError(
-            "affinity.crf=True needs the optional dense-CRF package: pip install pydensecrf2 "
-            "(or set affinity.crf to false)."
-        ) from exc
+    dcrf, unary_from_labels = require_crf()
     n = len(keys) + 1
     scores = np.concatenate([np.full((1, *maps.shape[1:]), threshold, np.float32), maps], 0)
     index = np.argmax(scores, 0)

@@ -15,8 +15,9 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Generator, Sequence
+from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 
@@ -179,21 +180,16 @@ def run_pipeline(
         return result
     k = fingerprint(k, to_dict(config.random_walk))
 
-    def refine(idx: list[int]):
-        return refine_images(data.images.subset(idx), take(result.cams, idx), result.irn,
-                             config.random_walk, device=config.runtime.device)
+    def refiner(images: ImageStack, cams: Sequence[CamMaps]):
+        return lambda idx: refine_images(images.subset(idx), take(cams, idx), result.irn, config.random_walk,
+                                         device=config.runtime.device)
 
-    result.refined = yield from _stage_labels("refined", refine, data.images, folder, k)
+    result.refined = yield from _stage_labels("refined", refiner(data.images, result.cams), data.images, folder, k)
     if data.masks is not None and not config.random_walk.instances:
         _update_metrics(folder, result, "train", "refined", evaluate(data.masks, result.refined, names))
     if k_val is not None and not config.random_walk.instances:
-
-        def refine_val(idx: list[int]):
-            return refine_images(data.val_images.subset(idx), take(result.val_cams, idx), result.irn,
-                                 config.random_walk, device=config.runtime.device)
-
-        result.val_refined = yield from _stage_labels("val_refined", refine_val, data.val_images, folder,
-                                                      fingerprint(k, k_val))
+        result.val_refined = yield from _stage_labels("val_refined", refiner(data.val_images, result.val_cams),
+                                                      data.val_images, folder, fingerprint(k, k_val))
         _update_metrics(folder, result, "val", "refined", evaluate(data.val_masks, result.val_refined, names))
     if last < STAGES.index("deeplab"):
         return result
@@ -225,27 +221,10 @@ def _stage_pcam(data: RunData, config: PipelineConfig, folder: RunFolder, key: s
 
 
 def _stage_cams(data: RunData, config: PipelineConfig, folder: RunFolder, trained: TrainedCam, key: str):
-    stems = [Path(n).stem for n in data.images.names]
-    paths = [folder.path("cams", f"{s}.npz") for s in stems]
-    if folder.is_done("cams", key) and all(p.is_file() for p in paths):
-        yield Progress("cams", len(paths), len(paths), message="cached")
-        return LazySequence(paths, CamMaps.load)
-    folder.forget("cams")
-    start = time.perf_counter()
-    trained.model.to(resolve_device(config.runtime.device))  # a cached PCAM is loaded on the CPU
-    keys = image_keys(data.points, len(data.images), config.cam_inference.restrict_to_labels)
-    amp = config.runtime.amp
-    mine = distributed.shard(len(stems))  # every image in a single process
-    for j, i in enumerate(mine):
-        stem = stems[i]
-        c = compute_cams(trained.model, data.images.images[i], config.cam_inference, keys=keys[i], amp=amp)
-        c.save(paths[i])
-        write_tiff(folder.path("pcam", f"{stem}.tif"), c.dense(data.points.num_classes), axes="CYX")
-        write_tiff(folder.path("pcam_labels", f"{stem}.tif"), c.labels(config.cam_inference.bg_threshold))
-        yield Progress("cams", j + 1, len(mine), message=data.images.names[i], preview=c)
-    distributed.barrier()  # every rank's CAMs are on disk
-    folder.mark_done("cams", key, time.perf_counter() - start)
-    return LazySequence(paths, CamMaps.load)  # read one at a time: VOC's CAMs do not fit in memory
+    """CAMs of the training images (``cams/``), with ``pcam/`` maps and ``pcam_labels/`` TIFFs and previews."""
+    keys_of = partial(image_keys, data.points, len(data.images), config.cam_inference.restrict_to_labels)
+    return (yield from _cam_files("cams", data.images, keys_of, config, folder, trained, key,
+                                  num_classes=data.points.num_classes))
 
 
 def val_keys(masks: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -256,23 +235,39 @@ def val_keys(masks: Sequence[np.ndarray]) -> list[np.ndarray]:
 def _stage_val_cams(data: RunData, config: PipelineConfig, folder: RunFolder, trained: TrainedCam, key: str):
     """CAMs of the held-out images for their evaluation rows (``val_cams/<stem>.npz``), restricted to the
     classes of their masks as the paper's and IRNet's val rows use the image-level labels."""
-    paths = [folder.path("val_cams", f"{Path(n).stem}.npz") for n in data.val_images.names]
-    if folder.is_done("val_cams", key) and all(p.is_file() for p in paths):
-        yield Progress("val_cams", len(paths), len(paths), message="cached")
+    return (yield from _cam_files("val_cams", data.val_images, partial(val_keys, data.val_masks), config, folder,
+                                  trained, key))
+
+
+def _cam_files(stage: str, images: ImageStack, keys_of: Callable[[], list], config: PipelineConfig,
+               folder: RunFolder, trained: TrainedCam, key: str, num_classes: int | None = None):
+    """CAMs of every image into ``<stage>/<stem>.npz`` (this rank's share), cached on rerun.
+
+    ``keys_of()`` gives each image's classes (None = all), called only when the CAMs are computed. With
+    ``num_classes`` (the training images) the dense maps and argmax labels are also written as TIFFs
+    (``pcam/``, ``pcam_labels/``) and the CAMs are previews of the progress records.
+    """
+    stems = [Path(n).stem for n in images.names]
+    paths = [folder.path(stage, f"{s}.npz") for s in stems]
+    if folder.is_done(stage, key) and all(p.is_file() for p in paths):
+        yield Progress(stage, len(paths), len(paths), message="cached")
         return LazySequence(paths, CamMaps.load)
-    folder.forget("val_cams")
+    folder.forget(stage)
     start = time.perf_counter()
-    trained.model.to(resolve_device(config.runtime.device))
-    keys = val_keys(data.val_masks)
-    mine = distributed.shard(len(paths))
+    trained.model.to(resolve_device(config.runtime.device))  # a cached PCAM is loaded on the CPU
+    keys = keys_of()
+    amp = config.runtime.amp
+    mine = distributed.shard(len(stems))  # every image in a single process
     for j, i in enumerate(mine):
-        c = compute_cams(trained.model, data.val_images.images[i], config.cam_inference, keys=keys[i],
-                         amp=config.runtime.amp)
+        c = compute_cams(trained.model, images.images[i], config.cam_inference, keys=keys[i], amp=amp)
         c.save(paths[i])
-        yield Progress("val_cams", j + 1, len(mine), message=data.val_images.names[i])
-    distributed.barrier()
-    folder.mark_done("val_cams", key, time.perf_counter() - start)
-    return LazySequence(paths, CamMaps.load)
+        if num_classes is not None:
+            write_tiff(folder.path("pcam", f"{stems[i]}.tif"), c.dense(num_classes), axes="CYX")
+            write_tiff(folder.path("pcam_labels", f"{stems[i]}.tif"), c.labels(config.cam_inference.bg_threshold))
+        yield Progress(stage, j + 1, len(mine), message=images.names[i], preview=c if num_classes is not None else None)
+    distributed.barrier()  # every rank's CAMs are on disk
+    folder.mark_done(stage, key, time.perf_counter() - start)
+    return LazySequence(paths, CamMaps.load)  # read one at a time: VOC's CAMs do not fit in memory
 
 
 def _stage_irn(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str):

@@ -15,10 +15,10 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 
 from ..config import AffinityConfig
-from ..crf import crf_available, crf_pair
+from ..crf import crf_available, crf_pair, require_crf
 from ..data.cams import CamMaps, cams_to_labels
 from ..data.images import normalise_image
-from ..errors import ConfigError, DataError, PcamError
+from ..errors import DataError, PcamError
 from ..processes import process_map
 
 __all__ = ["IGNORE", "crf_available", "mine_all", "mine_labels"]
@@ -84,9 +84,7 @@ def _job(cams: CamMaps, config: AffinityConfig, image: np.ndarray | None) -> tup
     if config.crf:
         if image is None or image.shape[:2] != maps.shape[1:]:
             raise DataError(f"the dense CRF needs the image, of the CAMs' size {maps.shape[1:]}.")
-        if not crf_available():
-            raise ConfigError("affinity.crf=True needs the optional dense-CRF package: pip install pydensecrf2 "
-                              "(or set affinity.crf to false).")
+        require_crf()  # here, not only in a worker process: the error names the missing package
         rgb = _as_rgb8(image)
     return rgb, maps, keys, (config.fg_threshold, config.bg_threshold)
 
