@@ -97,15 +97,15 @@ def test_crf_module_does_not_import_torch():
 def test_a_dead_crf_worker_is_a_clear_error(monkeypatch):
     from concurrent.futures.process import BrokenProcessPool
 
+    from napari_pcam.core import crf
     from napari_pcam.core.errors import PcamError
-    from napari_pcam.core.stages import affinity
 
     def broken(fn, jobs, workers):
         next(iter(jobs))
         raise BrokenProcessPool("a child process terminated abruptly")
         yield
 
-    monkeypatch.setattr(affinity, "process_map", broken)
+    monkeypatch.setattr(crf, "process_map", broken)
     image = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(PcamError, match="crf_workers to 0"):
         list(mine_all([(_cams(np.zeros((1, 8, 8)), [1]), image)], AffinityConfig(crf=True), workers=1))

@@ -114,13 +114,18 @@ def test_held_out_images_without_masks(run_data):
         RunData(run_data.images, run_data.points, run_data.masks, run_data.val_images, None)
 
 
-def test_changed_test_time_settings_rerun_predictions_not_training(run_data, tmp_path, tiny_pipeline):
+@pytest.mark.parametrize("setting", ["test_flip", "crf"])
+def test_changed_inference_settings_rerun_predictions_not_training(run_data, tmp_path, tiny_pipeline, setting):
     import dataclasses
 
+    from napari_pcam.core.crf import crf_available
+
+    if setting == "crf" and not crf_available():
+        pytest.skip("pydensecrf2 is not installed")
     drain(run_pipeline(run_data, tiny_pipeline, tmp_path, until="final"))
     model = tmp_path / "models" / "deeplab.pt"
     stamp = model.stat().st_mtime_ns
-    tta = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(tiny_pipeline.deeplab, test_flip=True))
+    tta = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(tiny_pipeline.deeplab, **{setting: True}))
     messages = {}
     gen = run_pipeline(run_data, tta, tmp_path, until="final", force=True)
     while True:
@@ -131,6 +136,6 @@ def test_changed_test_time_settings_rerun_predictions_not_training(run_data, tmp
             result = stop.value
             break
     assert messages["deeplab"] == {"cached"} and model.stat().st_mtime_ns == stamp
-    assert "cached" not in messages["final"], "the final labels are predicted again, with the flip"
-    assert result.segmenter.config.test_flip
-    assert load_bundle(result.bundle_path).segmenter.config.test_flip
+    assert "cached" not in messages["final"], f"the final labels are predicted again, with {setting}"
+    assert getattr(result.segmenter.config, setting)
+    assert getattr(load_bundle(result.bundle_path).segmenter.config, setting)

@@ -5,12 +5,14 @@ import pytest
 import torch
 
 from napari_pcam.core.config import DeepLabConfig
-from napari_pcam.core.data.images import ImageStack, image_to_tensor
+from napari_pcam.core.crf import crf_available, crf_probabilities
+from napari_pcam.core.data.images import ImageStack, image_to_tensor, to_rgb8
 from napari_pcam.core.data.synthetic import make_synthetic
 from napari_pcam.core.errors import CheckpointError, ConfigError, DataError
 from napari_pcam.core.progress import Progress, drain
 from napari_pcam.core.stages.segmentation import (
     augment,
+    build_deeplab,
     load_segmenter,
     predict,
     predict_logits,
@@ -209,6 +211,25 @@ def test_segmenter_uses_the_configs_test_time_settings(trained):
     tta = dataclasses.replace(seg, config=dataclasses.replace(seg.config, test_flip=True, test_scales=(1.0, 0.75)))
     ref = predict_probabilities(seg.model, image, scales=(1.0, 0.75), flip=True).argmax(0).numpy()
     np.testing.assert_array_equal(tta.predict(image), ref)
+
+
+@pytest.mark.skipif(not crf_available(), reason="pydensecrf2 is not installed")
+def test_crf_setting_refines_the_probabilities_in_or_out_of_worker_processes(trained):
+    import dataclasses
+
+    seg, _ = trained
+    torch.manual_seed(0)  # an untrained network: uncertain, patchy probabilities that the CRF changes
+    seg = dataclasses.replace(seg, model=build_deeplab(seg.config, num_classes=4, in_channels=3).eval())
+    images = make_synthetic(3, (48, 64), seed=8).images.images
+    crf = dataclasses.replace(seg, config=dataclasses.replace(seg.config, crf=True))
+    expected = [crf_probabilities(to_rgb8(img), predict_probabilities(seg.model, img).numpy()) for img in images]
+    np.testing.assert_array_equal(crf.predict(images[0]), expected[0])
+    assert not np.array_equal(expected[0], seg.predict(images[0])), "the CRF changes some pixels here"
+    for workers in (0, 1):
+        got = list(crf.predict_many(iter(images), crf_workers=workers))
+        assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, expected)), workers
+    plain = list(seg.predict_many(iter(images), crf_workers=1))  # CRF off: workers unused
+    assert all(np.array_equal(a, seg.predict(img)) for a, img in zip(plain, images))
 
 
 def test_empty_test_scales_are_a_config_error():

@@ -55,7 +55,7 @@ def tiny_layers(make_napari_viewer, tiny):
 def make_bundle(tiny):
     """A function writing an untrained model bundle (resnet18, with a PCAM) for the given classes."""
 
-    def make(path, class_names=None):
+    def make(path, class_names=None, crf=False):
         from napari_pcam.core.bundle import save_bundle
         from napari_pcam.core.config import CamConfig, DeepLabConfig, PipelineConfig
         from napari_pcam.core.models.cam import CamNet
@@ -63,7 +63,7 @@ def make_bundle(tiny):
         from napari_pcam.core.stages.segmentation import TrainedSegmenter, build_deeplab
 
         names = tuple(class_names or tiny.class_names)
-        dl_config = DeepLabConfig(backbone="resnet18", weights="none")
+        dl_config = DeepLabConfig(backbone="resnet18", weights="none", crf=crf)
         segmenter = TrainedSegmenter(build_deeplab(dl_config, num_classes=len(names), in_channels=3).eval(),
                                      dl_config, names, 3)
         cam = CamNet(backbone="resnet18", weights="none", in_channels=3, num_classes=len(names) - 1).eval()

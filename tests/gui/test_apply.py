@@ -41,9 +41,15 @@ def test_load_apply_save(tiny_layers, tmp_path, wait_idle):
 
 
 @pytest.mark.gui
-def test_bundle_gives_final_labels_and_heatmaps(tiny_layers, tmp_path, make_bundle, wait_idle):
+@pytest.mark.parametrize("crf", [False, True])
+def test_bundle_gives_final_labels_and_heatmaps(tiny_layers, tmp_path, make_bundle, wait_idle, crf):
+    from napari_pcam.core.bundle import load_bundle
+    from napari_pcam.core.crf import crf_available
+
+    if crf and not crf_available():
+        pytest.skip("pydensecrf2 is not installed")
     viewer, image, points = tiny_layers
-    make_bundle(tmp_path / "model")
+    make_bundle(tmp_path / "model", crf=crf)
     other = viewer.add_image(np.random.default_rng(1).integers(0, 255, (40, 48, 3), np.uint8), rgb=True, name="new")
     widget = ApplyWidget(viewer)
     viewer.window.add_dock_widget(widget)
@@ -56,6 +62,8 @@ def test_bundle_gives_final_labels_and_heatmaps(tiny_layers, tmp_path, make_bund
     final = viewer.layers["new final"]
     assert final.data.shape == (40, 48) and final.data.dtype == np.uint8
     assert set(np.unique(final.data)) <= set(range(len(points.metadata["class_names"])))
+    # with deeplab.crf the viewer runs the CRF in a worker process: the labels are this process's
+    np.testing.assert_array_equal(final.data, load_bundle(tmp_path / "model").predict(other.data))
     for name in points.metadata["class_names"][1:]:
         assert viewer.layers[f"new pcam {name}"].data.shape == (40, 48)
     widget.save(tmp_path / "copy")

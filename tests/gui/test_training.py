@@ -43,6 +43,19 @@ def test_the_viewer_runs_the_crf_in_a_worker_process_by_default(make_napari_view
 
 
 @pytest.mark.gui
+def test_both_dense_crfs_are_advanced_settings_that_follow_the_preset(make_napari_viewer):
+    from napari_pcam.core.crf import crf_available
+
+    widget = TrainingWidget(make_napari_viewer())
+    assert not widget.config().affinity.crf and not widget.config().deeplab.crf  # the paper's settings
+    widget.preset.value = "sample"
+    on = crf_available()  # the sample preset uses them when pydensecrf2 is installed
+    assert widget.config().affinity.crf is on and widget.config().deeplab.crf is on
+    widget.advanced["deeplab.crf"].value = False
+    assert widget.config().affinity.crf is on and not widget.config().deeplab.crf
+
+
+@pytest.mark.gui
 def test_train_until_final_adds_every_result_layer_then_finetunes_in_place(qtbot, tiny_layers, fast, wait_idle):
     viewer, image, points = tiny_layers
     widget = _docked(viewer, image, points, fast)

@@ -16,6 +16,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any, Sequence
 
 import numpy as np
@@ -41,13 +42,22 @@ class Bundle:
 
     def predict(self, image: np.ndarray, *, device: str = "cpu", amp: bool = True) -> np.ndarray:
         """uint8 (H, W) class ids of one ``H x W x C`` image (DeepLabv3+, sliding window when large)."""
+        return self.segmenter.predict(self._checked(image), device=device, amp=amp)
+
+    def predict_many(self, images: Iterable[np.ndarray], *, device: str = "cpu", amp: bool = True,
+                     crf_workers: int = 0) -> Iterator[np.ndarray]:
+        """:meth:`predict` of every image, in order; with the CRF on, it runs in ``crf_workers`` processes."""
+        checked = (self._checked(img) for img in images)
+        return self.segmenter.predict_many(checked, device=device, amp=amp, crf_workers=crf_workers)
+
+    def _checked(self, image: np.ndarray) -> np.ndarray:
         img = image[..., None] if image.ndim == 2 else image
         if img.ndim != 3 or img.shape[2] != self.in_channels:
             raise DataError(
                 f"the model expects {self.in_channels}-channel images; this image has shape {image.shape}. "
                 "Convert it to the channel layout the model was trained on."
             )
-        return self.segmenter.predict(img, device=device, amp=amp)
+        return img
 
 
 def save_bundle(

@@ -298,6 +298,9 @@ class DeepLabConfig:
         test_scales: Image scales whose class probabilities are averaged at inference (DeepLab's multi-scale
             test; (1.0,) = single scale).
         test_flip: Also average the probabilities of the horizontally flipped image at inference.
+        crf: Refine the predicted probabilities with a dense CRF at inference (DeepLab v1/v2's
+            post-processing, IRNet's kernels; needs the optional ``pydensecrf2`` package). Not in the
+            paper's DeepLabv3+; the sample preset uses it.
         min_steps: Lower bound on the number of optimiser steps.
     """
 
@@ -318,6 +321,7 @@ class DeepLabConfig:
     batch_tiles: int = 4
     test_scales: tuple[float, ...] = (1.0,)
     test_flip: bool = False
+    crf: bool = False
     min_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -360,8 +364,8 @@ class RuntimeConfig:
         amp: Mixed precision on CUDA.
         seed: Seed of every random generator.
         num_workers: DataLoader worker processes (0 = in the main process).
-        crf_workers: Processes running IRNet's dense CRF on the mined labels (0 = the main process; same
-            labels either way). The CRF holds the GIL for tens of milliseconds per call, so the viewer runs it
+        crf_workers: Processes running the dense CRFs (IRNet's on the mined labels, ``deeplab.crf`` on the
+            final predictions; 0 = the main process; same labels either way). The CRF holds the GIL for tens of milliseconds per call, so the viewer runs it
             in a worker process.
     """
 

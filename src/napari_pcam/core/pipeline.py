@@ -326,7 +326,7 @@ def run_sharded(make_gen, n: int, stage: str | None = None) -> Generator[Progres
 
 
 # DeepLabConfig fields used only at inference: a change re-runs the predictions, not the training
-DEEPLAB_INFERENCE = ("tile_size", "tile_overlap", "batch_tiles", "test_scales", "test_flip")
+DEEPLAB_INFERENCE = ("tile_size", "tile_overlap", "batch_tiles", "test_scales", "test_flip", "crf")
 
 
 def _stage_labels(stage: str, make_gen, images: ImageStack, folder: RunFolder, key: str, sub: str | None = None):
@@ -369,8 +369,9 @@ def _stage_deeplab(data: RunData, config: PipelineConfig, folder: RunFolder, res
 def predict_all(segmenter: TrainedSegmenter, images: ImageStack, config: PipelineConfig, stage: str):
     """Label every image with the segmenter; yields one :class:`Progress` per image (preview = labels)."""
     out = []
-    for i, img in enumerate(images.images):
-        lab = segmenter.predict(img, device=config.runtime.device, amp=config.runtime.amp)
+    labels = segmenter.predict_many(images.images, device=config.runtime.device, amp=config.runtime.amp,
+                                    crf_workers=config.runtime.crf_workers)
+    for i, lab in enumerate(labels):
         out.append(lab)
         yield Progress(stage, i + 1, len(images), message=images.names[i], preview=lab)
     return out

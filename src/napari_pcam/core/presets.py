@@ -49,8 +49,9 @@ def _crf_for_sample() -> bool:
     if crf_available():
         return True
     warnings.warn(
-        "pydensecrf2 is not installed: the sample preset mines IRNet's labels without the dense CRF, which "
-        "refines worse (measured 70.0 vs 82.9 mIoU); pip install 'napari-pcam[crf]' to use it.",
+        "pydensecrf2 is not installed: the sample preset mines IRNet's labels and predicts the final labels "
+        "without the dense CRF, which scores worse (measured refined 70.0 vs 82.9 and final 81.5 vs 88.5 "
+        "mIoU); pip install 'napari-pcam[crf]' to use it.",
         stacklevel=3,
     )
     return False
@@ -59,6 +60,7 @@ def _crf_for_sample() -> bool:
 def sample_preset() -> PipelineConfig:
     """Light settings for the built-in sample (resnet18, no pretrained weights, 128 px crops)."""
     cfg = PipelineConfig()
+    crf = _crf_for_sample()
     return dataclasses.replace(
         cfg,
         cam=CamConfig(
@@ -73,7 +75,7 @@ def sample_preset() -> PipelineConfig:
             alpha=1.0,
         ),
         cam_inference=dataclasses.replace(cfg.cam_inference, bg_threshold=SAMPLE_THRESHOLD),
-        affinity=AffinityConfig(fg_threshold=SAMPLE_THRESHOLD, bg_threshold=0.15, crf=_crf_for_sample()),
+        affinity=AffinityConfig(fg_threshold=SAMPLE_THRESHOLD, bg_threshold=0.15, crf=crf),
         irn=IrnConfig(
             backbone="resnet18",
             weights="same",
@@ -93,6 +95,7 @@ def sample_preset() -> PipelineConfig:
             lr=0.05,
             scale_range=(0.75, 1.25),
             weight_decay=5e-4,
+            crf=crf,
         ),
     )
 

@@ -18,6 +18,11 @@ from ..core.pipeline import RunData, RunResult, run_pipeline
 from ..core.progress import Progress
 from ..core.stages.cam import TrainedCam
 
+# In the viewer the dense CRFs (IRNet's, and deeplab.crf's) run in a worker process by default: their C++
+# code holds the GIL for up to 50 ms per call on a 128 x 128 image (longer on larger ones), which otherwise
+# stalls the event loop (gaps over 100 ms while mining).
+VIEWER_CRF_WORKERS = 1
+
 FINETUNE_DIR = "finetuned"
 
 
@@ -49,8 +54,10 @@ def training_job(
     return (yield from run_pipeline(data, config, out, until=until, force=force, init=init))
 
 
-def predict_job(model, stack: ImageStack, threads: int | None = None) -> Generator[Progress, None, None]:
-    """Apply a predictor (see :mod:`.models`) to every image of ``stack``."""
+def predict_job(model, stack: ImageStack, threads: int | None = None, crf_workers: int = VIEWER_CRF_WORKERS
+                ) -> Generator[Progress, None, None]:
+    """Apply a predictor (see :mod:`.models`) to every image of ``stack``; a model with ``deeplab.crf`` runs
+    the CRF in ``crf_workers`` processes."""
     if threads:
         torch.set_num_threads(threads)
-    yield from model.predict(stack)
+    yield from model.predict(stack, crf_workers=crf_workers)

@@ -58,8 +58,9 @@ class PcamPredictor:
         trained.model.to(resolve_device(device)).eval()
         return cls(trained, source=Path(path))
 
-    def predict(self, stack: ImageStack) -> Generator[Progress, None, None]:
-        """Yields the CAMs (stage 'cams') then the labels (stage 'pcam labels') of every image."""
+    def predict(self, stack: ImageStack, crf_workers: int = 0) -> Generator[Progress, None, None]:
+        """Yields the CAMs (stage 'cams') then the labels (stage 'pcam labels') of every image (no CRF, so
+        ``crf_workers`` is unused)."""
         _check_channels(self, stack)
         for i, img in enumerate(stack.images, start=1):
             cams = compute_cams(self.trained.model, img, self.inference)
@@ -99,13 +100,14 @@ class SegmenterPredictor:
         """Read a 'deeplab' checkpoint onto ``device``."""
         return cls(load_segmenter(path, device=resolve_device(device)), source=Path(path))
 
-    def predict(self, stack: ImageStack) -> Generator[Progress, None, None]:
-        """Yields the label map (stage 'final') of every image."""
+    def predict(self, stack: ImageStack, crf_workers: int = 0) -> Generator[Progress, None, None]:
+        """Yields the label map (stage 'final') of every image; ``crf_workers`` as in
+        :meth:`~napari_pcam.core.stages.segmentation.TrainedSegmenter.predict_many`."""
         _check_channels(self, stack)
         device = next(self.segmenter.model.parameters()).device
-        for i, img in enumerate(stack.images, start=1):
-            labels = self.segmenter.predict(img, device=device)
-            yield Progress("final", i, len(stack), message=stack.names[i - 1], preview=labels)
+        labels = self.segmenter.predict_many(stack.images, device=device, crf_workers=crf_workers)
+        for i, lab in enumerate(labels, start=1):
+            yield Progress("final", i, len(stack), message=stack.names[i - 1], preview=lab)
 
     def save(self, path: str | Path) -> None:
         """Write the network as a 'deeplab' checkpoint."""
@@ -160,16 +162,17 @@ class BundlePredictor:
         bundle = Bundle(seg, result.pcam, tuple(seg.class_names), seg.in_channels, config.to_dict())
         return cls(bundle, result.bundle_path)
 
-    def predict(self, stack: ImageStack) -> Generator[Progress, None, None]:
-        """Yields the CAMs (stage 'cams', when the bundle has a PCAM) and final labels (stage 'final')."""
+    def predict(self, stack: ImageStack, crf_workers: int = 0) -> Generator[Progress, None, None]:
+        """Yields the CAMs (stage 'cams', when the bundle has a PCAM) and final labels (stage 'final');
+        ``crf_workers`` as in :meth:`~napari_pcam.core.stages.segmentation.TrainedSegmenter.predict_many`."""
         _check_channels(self, stack)
         device = next(self.bundle.segmenter.model.parameters()).device
+        labels = self.bundle.predict_many(stack.images, device=device, crf_workers=crf_workers)
         for i, img in enumerate(stack.images, start=1):
             if self.pcam is not None:
                 cams = compute_cams(self.pcam.model, img, self.inference)
                 yield Progress("cams", i, len(stack), message=stack.names[i - 1], preview=cams)
-            labels = self.bundle.predict(img, device=device)
-            yield Progress("final", i, len(stack), message=stack.names[i - 1], preview=labels)
+            yield Progress("final", i, len(stack), message=stack.names[i - 1], preview=next(labels))
 
     def save(self, path: str | Path) -> None:
         """Copy the bundle folder to the folder ``path`` (created)."""

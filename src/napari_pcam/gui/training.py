@@ -34,13 +34,9 @@ from .annotation import CHANNEL_CHOICES
 from .classes import get_classes
 from .config_form import ADVANCED_FIELDS, MAIN_FIELDS, ConfigForm
 from .convert import layers_to_data
-from .jobs import FINETUNE_DIR, training_job
+from .jobs import FINETUNE_DIR, VIEWER_CRF_WORKERS, training_job
 from .models import BundlePredictor, PcamPredictor, session_for
 from .results import Redrawer, ResultTarget
-
-# In the viewer, IRNet's dense CRF runs in a worker process by default: its C++ code holds the GIL for up
-# to 50 ms per call, which otherwise stalls the event loop (gaps over 100 ms while mining).
-VIEWER_CRF_WORKERS = 1
 
 
 

@@ -201,6 +201,20 @@ def normalise_image(img: np.ndarray) -> np.ndarray:
     return np.clip((img - lo) / np.maximum(hi - lo, 1e-6), 0.0, 1.0)
 
 
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """``H x W`` or ``H x W x C`` image -> contiguous uint8 ``H x W x 3`` (the dense CRF's colour term).
+
+    Normalised as for the networks; one channel is repeated, two get the first again as the third, and
+    only the first three of more channels are kept.
+    """
+    img = normalise_image(image if image.ndim == 3 else image[..., None])
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif img.shape[2] == 2:
+        img = np.concatenate([img, img[..., :1]], axis=2)
+    return np.ascontiguousarray((img[..., :3] * 255).round().astype(np.uint8))
+
+
 def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     """``H x W x C`` image -> normalised float32 ``C x H x W`` tensor.
 

@@ -10,16 +10,14 @@ the PCAM paper does not mention a CRF, so it is off by default).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
 from ..config import AffinityConfig
-from ..crf import crf_available, crf_pair, require_crf
+from ..crf import crf_available, crf_map, crf_pair, require_crf
 from ..data.cams import CamMaps, cams_to_labels
-from ..data.images import normalise_image
-from ..errors import DataError, PcamError
-from ..processes import process_map
+from ..data.images import to_rgb8
+from ..errors import DataError
 
 __all__ = ["IGNORE", "crf_available", "mine_all", "mine_labels"]
 
@@ -63,14 +61,8 @@ def mine_all(
             yield mine_labels(cam, config, img)
         return
     jobs = (_job(cam, config, img) for cam, img in items)
-    try:
-        for pair in process_map(crf_pair, jobs, workers):
-            yield _combine(*pair)
-    except BrokenProcessPool as exc:
-        raise PcamError(
-            f"a dense-CRF worker process died ({exc}); set runtime.crf_workers to 0 to run the CRF in this "
-            "process instead."
-        ) from exc
+    for pair in crf_map(crf_pair, jobs, workers):
+        yield _combine(*pair)
 
 
 def _job(cams: CamMaps, config: AffinityConfig, image: np.ndarray | None) -> tuple:
@@ -85,7 +77,7 @@ def _job(cams: CamMaps, config: AffinityConfig, image: np.ndarray | None) -> tup
         if image is None or image.shape[:2] != maps.shape[1:]:
             raise DataError(f"the dense CRF needs the image, of the CAMs' size {maps.shape[1:]}.")
         require_crf()  # here, not only in a worker process: the error names the missing package
-        rgb = _as_rgb8(image)
+        rgb = to_rgb8(image)
     return rgb, maps, keys, (config.fg_threshold, config.bg_threshold)
 
 
@@ -95,13 +87,3 @@ def _combine(fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
     conf[fg == 0] = IGNORE
     conf[(fg == 0) & (bg == 0)] = 0
     return conf
-
-
-def _as_rgb8(image: np.ndarray) -> np.ndarray:
-    """H x W x C image -> contiguous uint8 H x W x 3 for the CRF's colour term."""
-    img = normalise_image(image if image.ndim == 3 else image[..., None])
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.shape[2] == 2:
-        img = np.concatenate([img, img[..., :1]], axis=2)
-    return np.ascontiguousarray((img[..., :3] * 255).round().astype(np.uint8))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Generator, Sequence
 
 import numpy as np
@@ -26,7 +27,8 @@ from torch import nn
 from .. import distributed
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..config import DeepLabConfig, from_dict, to_dict
-from ..data.images import ImageStack, image_to_tensor
+from ..crf import crf_map, crf_probabilities, require_crf
+from ..data.images import ImageStack, image_to_tensor, to_rgb8
 from ..data.crops import crop_loader
 from ..data.lazy import LazySequence
 from ..device import autocast, resolve_device
@@ -57,13 +59,38 @@ class TrainedSegmenter:
     in_channels: int
     losses: list[float] = field(default_factory=list)
 
-    def predict(self, image: np.ndarray, *, device: str | torch.device = "cpu", amp: bool = True) -> np.ndarray:
-        """Label map (uint8 H x W) of one ``H x W x C`` image with the config's tiling and test-time settings."""
+    def _settings(self) -> dict:
         cfg = self.config
-        return predict(
-            self.model, image, device=device, tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap,
-            batch=cfg.batch_tiles, amp=amp, scales=cfg.test_scales, flip=cfg.test_flip,
-        )
+        return dict(tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap, batch=cfg.batch_tiles,
+                    scales=cfg.test_scales, flip=cfg.test_flip)
+
+    def predict(self, image: np.ndarray, *, device: str | torch.device = "cpu", amp: bool = True) -> np.ndarray:
+        """Label map (uint8 H x W) of one ``H x W x C`` image with the config's tiling, test-time and CRF
+        settings."""
+        return predict(self.model, image, device=device, amp=amp, crf=self.config.crf, **self._settings())
+
+    def predict_many(
+        self, images: Iterable[np.ndarray], *, device: str | torch.device = "cpu", amp: bool = True,
+        crf_workers: int = 0,
+    ) -> Iterator[np.ndarray]:
+        """:meth:`predict` of every image, in order (consumed lazily).
+
+        With ``config.crf`` and ``crf_workers`` > 0 the dense CRF runs in that many worker processes (the
+        labels are the same): its C++ code holds the GIL, so only there it stalls neither the network
+        nor a viewer's event loop.
+        """
+        if not self.config.crf or crf_workers <= 0:
+            for image in images:
+                yield self.predict(image, device=device, amp=amp)
+            return
+        require_crf("deeplab.crf")
+
+        def jobs():
+            for image in images:
+                probs = predict_probabilities(self.model, image, device=device, amp=amp, **self._settings())
+                yield to_rgb8(np.asarray(image)), probs.numpy(), "deeplab.crf"
+
+        yield from crf_map(crf_probabilities, jobs(), crf_workers)
 
 
 def build_deeplab(
@@ -304,6 +331,7 @@ def predict_logits(
     return sliding_window(run, x, tile_size=tile_size, overlap=tile_overlap, batch=batch).cpu()
 
 
+@torch.no_grad()
 def predict_probabilities(
     model: nn.Module,
     image: np.ndarray,
@@ -368,10 +396,16 @@ def predict(
     amp: bool = True,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
+    crf: bool = False,
 ) -> np.ndarray:
     """Label map (uint8 H x W) of one ``H x W x C`` image: the argmax of :func:`predict_logits`, or of
-    :func:`predict_probabilities` with test-time ``scales`` other than (1.0,) or ``flip``."""
+    :func:`predict_probabilities` with test-time ``scales`` other than (1.0,) or ``flip``; with ``crf``,
+    those probabilities refined by a dense CRF (:func:`~napari_pcam.core.crf.crf_probabilities`)."""
     kwargs = dict(device=device, tile_size=tile_size, tile_overlap=tile_overlap, batch=batch, amp=amp)
+    if crf:
+        require_crf("deeplab.crf")
+        probs = predict_probabilities(model, image, scales=scales, flip=flip, **kwargs)
+        return crf_probabilities(to_rgb8(np.asarray(image)), probs.numpy(), "deeplab.crf")
     if tuple(scales) == (1.0,) and not flip:
         scores = predict_logits(model, image, **kwargs)
     else:
@@ -380,12 +414,15 @@ def predict(
 
 
 def predict_stack(
-    segmenter: TrainedSegmenter, images: ImageStack, *, device: str | torch.device = "cpu", amp: bool = True
+    segmenter: TrainedSegmenter, images: ImageStack, *, device: str | torch.device = "cpu", amp: bool = True,
+    crf_workers: int = 0,
 ) -> Generator[Progress, None, list[np.ndarray]]:
-    """Label maps (uint8 H x W) of every image; yields one :class:`Progress` per image."""
+    """Label maps (uint8 H x W) of every image; yields one :class:`Progress` per image. ``crf_workers``:
+    as in :meth:`TrainedSegmenter.predict_many`."""
     out: list[np.ndarray] = []
-    for i, img in enumerate(images.images, start=1):
-        out.append(segmenter.predict(img, device=device, amp=amp))
+    labels = segmenter.predict_many(images.images, device=device, amp=amp, crf_workers=crf_workers)
+    for i, lab in enumerate(labels, start=1):
+        out.append(lab)
         yield Progress("segment", i, len(images), message=images.names[i - 1])
     return out
 
