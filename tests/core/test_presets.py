@@ -27,6 +27,20 @@ def test_sample_preset_uses_one_threshold_and_the_crf_when_installed(monkeypatch
     assert cfg.cam_inference.bg_threshold == cfg.affinity.fg_threshold == cfg.random_walk.bg_threshold == t
     assert cfg.affinity.crf and cfg.cam.alpha == 1.0 and not cfg.irn.freeze_backbone
     assert cfg.random_walk.beta == 12 and cfg.random_walk.exp_times == 8  # the paper's walk
+    assert not cfg.deeplab.crf  # the paper's DeepLabv3+ predictions (docs/sample_crf.toml turns it on)
+
+
+def test_the_documented_crf_config_is_the_sample_preset_with_deeplabs_crf(monkeypatch):
+    import dataclasses
+    from pathlib import Path
+
+    import napari_pcam.core.stages.affinity as affinity
+
+    monkeypatch.setattr(affinity, "crf_available", lambda: True)
+    path = Path(__file__).parents[2] / "docs" / "sample_crf.toml"
+    cfg = presets.sample_preset()
+    expected = dataclasses.replace(cfg, deeplab=dataclasses.replace(cfg.deeplab, crf=True))
+    assert to_dict(PipelineConfig.load(path)) == to_dict(expected)
 
 
 def test_sample_preset_without_the_crf_package_warns_and_runs_without(monkeypatch):

@@ -49,10 +49,11 @@ def test_both_dense_crfs_are_advanced_settings_that_follow_the_preset(make_napar
     widget = TrainingWidget(make_napari_viewer())
     assert not widget.config().affinity.crf and not widget.config().deeplab.crf  # the paper's settings
     widget.preset.value = "sample"
-    on = crf_available()  # the sample preset uses them when pydensecrf2 is installed
-    assert widget.config().affinity.crf is on and widget.config().deeplab.crf is on
-    widget.advanced["deeplab.crf"].value = False
+    on = crf_available()  # the sample preset mines IRNet's labels with it when pydensecrf2 is installed
     assert widget.config().affinity.crf is on and not widget.config().deeplab.crf
+    widget.advanced["deeplab.crf"].value = True
+    widget.advanced["affinity.crf"].value = False
+    assert widget.config().deeplab.crf and not widget.config().affinity.crf
 
 
 @pytest.mark.gui

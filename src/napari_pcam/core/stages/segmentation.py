@@ -14,9 +14,9 @@ never lost by the augmentation.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable, Iterator
 from typing import Generator, Sequence
 
 import numpy as np
