@@ -5,13 +5,14 @@ worker has finished and its result layers are shown (the viewer is responsive wh
 100 ms), also before the worker starts (while the empty result layers are made) and while it runs, and
 (2) the time from pressing Train to the first PCAM heatmap layer. Gaps also grow when other processes take
 the CPU: the load average before Train (1 minute) and the GUI thread's own CPU time in the largest gaps tell
-the two apart. Run under a display or Xvfb: ``xvfb-run -a python scripts/gui_responsiveness.py``
+the two apart; garbage collections (any thread, GIL held) inside the largest gaps are reported too. Run under a display or Xvfb: ``xvfb-run -a python scripts/gui_responsiveness.py``
 (defaults: the whole chain with light epochs).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -55,6 +56,17 @@ def main() -> int:
                 first_layer.append(time.perf_counter())
 
     viewer.layers.events.inserted.connect(on_inserted)
+    collections: list[tuple[float, int, float]] = []  # (start, generation, seconds) of each garbage collection
+    gc_start: list[float] = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:  # any thread; the collector holds the GIL throughout
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            collections.append((gc_start[0], info["generation"], time.perf_counter() - gc_start[0]))
+
+    gc.callbacks.append(on_gc)
+    stages: list[tuple[str, float]] = []  # when the worker's reports moved to each stage
     load = os.getloadavg()[0]
     timer.start()
     start = time.perf_counter()
@@ -65,9 +77,16 @@ def main() -> int:
     train.worker.finished.connect(lambda: worker_span.append(time.perf_counter()))
     train.worker.yielded.connect(
         lambda p: first_cams.append(time.perf_counter()) if p.stage == "cams" and not first_cams else None)
+    train.worker.yielded.connect(
+        lambda p: stages.append((p.stage, time.perf_counter())) if not stages or stages[-1][0] != p.stage else None)
     wait_for(train)
     end = time.perf_counter()
     timer.stop()
+    gc.callbacks.remove(on_gc)
+
+    def gc_ms(lo: float, hi: float) -> float:
+        """Milliseconds of garbage collection (any thread, GIL held) inside (lo, hi)."""
+        return 1000 * sum(max(0.0, min(t + d, hi) - max(t, lo)) for t, _, d in collections)
     keep = [i for i, t in enumerate(ticks) if start <= t <= end]
     inside = np.array([ticks[i] for i in keep])
     gaps = np.diff(inside) * 1000
@@ -94,7 +113,11 @@ def main() -> int:
         "p99_tick_gap_while_worker_runs_ms": round(float(np.percentile(worker_gaps, 99)), 1),
         "largest_gaps_ms_at_s": [[round(float(gaps[i]), 1), round(float(inside[i] - start), 2)] for i in worst],
         "gui_thread_cpu_ms_in_largest_gaps": [round(float(gui_cpu[i]), 1) for i in worst],
+        "gc_ms_in_largest_gaps": [round(gc_ms(inside[i], inside[i + 1]), 1) for i in worst],
         "max_gui_thread_cpu_in_a_gap_ms": round(float(gui_cpu.max()), 1),
+        "garbage_collections_over_5_ms": [[round(t - start, 2), g, round(d * 1000, 1)] for t, g, d in collections
+                                          if d >= 0.005 and start <= t <= end],
+        "stages_reported_at_s": [[name, round(t - start, 2)] for name, t in stages],
         "train_to_first_pcam_layer_s": round(first_layer[0] - start, 2) if first_layer else None,
         "train_to_first_heatmap_values_s": round(first_cams[0] - start, 2) if first_cams else None,
         "result_layers_added_at_s": [[name, round(t - start, 2)] for name, t in inserted],
