@@ -152,3 +152,37 @@ def test_garbage_collection_resumes_when_the_widget_closes_mid_run(make_napari_v
     assert gc.get_freeze_count() > 0 and redraw.busy
     widget.deleteLater()
     qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=2000)
+
+
+@pytest.mark.gui
+def test_results_for_slices_not_on_screen_need_no_refresh(make_napari_viewer, monkeypatch):
+    viewer, image, widget = _setup(make_napari_viewer)
+    target = ResultTarget(viewer, image, NAMES, COLORS)
+    redraw = _started(Redrawer(widget), target)
+    target.show_cams(_cams(0.5), 0)
+    while redraw.busy:  # both heatmaps added and painted, one per tick
+        redraw.finish()
+        redraw._tick()
+    layers = _results(viewer)
+    refreshed = []
+    for layer in layers:
+        monkeypatch.setattr(layer, "refresh", lambda layer=layer: refreshed.append(layer.name))
+    assert viewer.dims.current_step[0] == 0
+    target.show_cams(_cams(0.7), 1)  # slice 1 is not on screen
+    target.flush()
+    assert refreshed == [] and not target.pending
+    assert layers[0].data[1].max() == pytest.approx(0.7)
+    monkeypatch.undo()
+    viewer.dims.set_current_step(0, 1)  # napari reads slice 1 from the data when the user moves there
+    assert layers[0]._slice.image.raw.max() == pytest.approx(0.7)
+    for layer in layers:
+        monkeypatch.setattr(layer, "refresh", lambda layer=layer: refreshed.append(layer.name))
+    target.show_cams(_cams(0.9), 1)  # on screen now
+    target.show_cams(_cams(0.2), 0)
+    target.flush()
+    assert refreshed == ["img pcam cell", "img pcam fiber"]
+    viewer.dims.ndisplay = 3  # a 3D view draws every slice
+    refreshed.clear()
+    target.show_cams(_cams(0.3), 0)
+    target.flush()
+    assert refreshed == ["img pcam cell", "img pcam fiber"]

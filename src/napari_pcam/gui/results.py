@@ -72,6 +72,7 @@ class ResultTarget:
         self._specs: dict[str, tuple[bool, dict]] = {}  # kind -> (is a Labels layer, layer keyword arguments)
         self._layers: dict[str, Layer] = {}
         self._dirty: list[str] = []
+        self._dirty_slices: dict[str, set[int] | None] = {}  # kind -> slices written since its last refresh
         self._written: set[str] = set()  # kinds that received a result
         self._hidden: set[str] = set()  # kinds whose layer was made hidden, before its first result
         self._tools: list = []  # Labels editing-tool overlays made invisible for the add, shown one per tick
@@ -185,8 +186,12 @@ class ResultTarget:
         array = self._ensure(kind)
         if self.is_stack:
             array[index] = plane
+            slices = self._dirty_slices.setdefault(kind, set())
+            if slices is not None:
+                slices.add(index)
         else:
             array[...] = plane
+            self._dirty_slices[kind] = None
         self._written.add(kind)
         if kind not in self._dirty:
             self._dirty.append(kind)
@@ -221,18 +226,36 @@ class ResultTarget:
         for kind in dirty:
             unveil = self._unveils(kind)
             if self._on_screen(kind) and not unveil:
-                self._layers[kind].refresh()
+                if self._shows_any(self._layers[kind], self._dirty_slices.pop(kind, None)):
+                    self._layers[kind].refresh()
             elif max_new is not None and new >= max_new:
                 self._dirty.append(kind)
             elif unveil:
+                self._dirty_slices.pop(kind, None)  # showing it draws what is there now
                 self._hidden.discard(kind)
                 layer = self._layers[kind]
                 layer.metadata.pop(HIDDEN_KEY, None)
                 layer.visible = True  # its first result (showing it refreshes it)
                 new += 1
             else:
+                self._dirty_slices.pop(kind, None)
                 self._layers[kind] = self._add_layer(kind)
                 new += 1
+
+    def _shows_any(self, layer: Layer, slices: set[int] | None) -> bool:
+        """Whether the viewer shows one of these slices of the layer (None: the whole array changed).
+
+        A stack layer is drawn one slice at a time in 2D, and napari reads the data again when the user
+        moves to another slice, so results for slices not on screen need no refresh (a refresh re-slices,
+        re-uploads and repaints: tens of milliseconds of the GUI thread per layer under llvmpipe).
+        """
+        if slices is None or not self.is_stack or self.viewer.dims.ndisplay == 3:
+            return True
+        try:
+            shown = int(np.round(layer.world_to_data(self.viewer.dims.point)[0]))
+        except Exception:  # noqa: BLE001 - when in doubt, refresh
+            return True
+        return shown in slices
 
     def _add_layer(self, kind: str) -> Layer:
         labels_layer, kwargs = self._specs[kind]
