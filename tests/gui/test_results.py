@@ -1,4 +1,4 @@
-"""Result layers on a timer: added and painted in ticks of their own, hidden until their first result."""
+"""Result layers on a timer: added and painted in ticks of their own, refreshed when their slice is on screen."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from qtpy.QtWidgets import QWidget
 
 from napari_pcam.core.data.cams import CamMaps
-from napari_pcam.gui.results import HIDDEN_KEY, Redrawer, ResultTarget
+from napari_pcam.gui.results import Redrawer, ResultTarget
 
 NAMES = ["background", "cell", "fiber"]
 COLORS = ["#000000", "#ff0000", "#00ff00"]
@@ -66,13 +66,13 @@ def test_layers_are_added_one_per_tick_with_the_window_painted_at_the_next(make_
     assert started == [True], "the worker starts once every layer is made and painted"
     for layer, kind in zip(_results(viewer), KINDS):
         assert layer.name == f"img {kind}"
-        assert not layer.visible and layer.metadata[HIDDEN_KEY], "empty layers stay hidden"
+        assert layer.visible, "drawn empty (shaders compiled) before the worker starts, not mid-training"
         np.testing.assert_allclose(layer.scale, image.scale[:3])
     assert _results(viewer)[0].blending == "additive"
 
 
 @pytest.mark.gui
-def test_hidden_layers_are_shown_one_per_tick_with_their_first_result_and_updated_in_place(make_napari_viewer):
+def test_results_update_the_prepared_layers_in_place_and_a_later_run_reuses_them(make_napari_viewer):
     viewer, image, widget = _setup(make_napari_viewer)
     target = ResultTarget(viewer, image, NAMES, COLORS)
     target.prepare(KINDS)
@@ -83,16 +83,11 @@ def test_hidden_layers_are_shown_one_per_tick_with_their_first_result_and_update
     data = [id(layer.data) for layer in layers]
     target.show_cams(_cams(0.5), 0)
     redraw._tick()
-    assert [layer.visible for layer in layers] == [True, False, False], "one layer shown per tick"
-    assert HIDDEN_KEY not in layers[0].metadata
-    redraw._tick()
-    assert [layer.visible for layer in layers] == [True, True, False], "the label map has no result yet"
-    assert not target.pending
+    assert not target.pending and len(_results(viewer)) == len(KINDS)
     assert layers[1].data[0].max() == pytest.approx(0.5)
     assert [id(layer.data) for layer in layers] == data
 
-    # A later run on the same image reuses the layers: one the user hid stays hidden, one an earlier run
-    # made hidden (it never got a result) is shown with its first result.
+    # A later run on the same image reuses the layers; one the user hid stays hidden.
     layers[0].visible = False
     again = ResultTarget(viewer, image, NAMES, COLORS)
     again.prepare(KINDS)
@@ -101,7 +96,7 @@ def test_hidden_layers_are_shown_one_per_tick_with_their_first_result_and_update
     assert len(_results(viewer)) == len(KINDS)
     again.show_cams(_cams(1.0), 1)
     again.show_labels("refined", np.ones((16, 16), np.uint8), 1)
-    for _ in range(4):
+    for _ in range(2):
         redraw._tick()
     assert [layer.visible for layer in layers] == [False, True, True]
     assert layers[0].data[1].max() == pytest.approx(1.0) and layers[2].data[1].max() == 1
@@ -125,7 +120,7 @@ def test_results_written_before_their_layer_exists_are_added_visible(make_napari
     assert not redraw.busy
     (layer,) = _results(viewer)
     assert all(layer._overlays[key].visible for key in ("polygon", "brush_stroke"))
-    assert layer.visible and HIDDEN_KEY not in layer.metadata and layer.data[0].max() == 2
+    assert layer.visible and layer.data[0].max() == 2
 
 
 @pytest.mark.gui

@@ -68,7 +68,7 @@ def test_train_until_final_adds_every_result_layer_then_finetunes_in_place(qtbot
     assert [m.name for m in maps] == ["tiny pcam cell", "tiny pcam fiber", "tiny pcam crystal"]
     for layer, color in zip(maps, points.metadata["class_colors"][1:]):
         assert layer.data.shape == (2, 64, 64)
-        assert layer.visible, "made hidden before the worker started, shown with its first result"
+        assert layer.visible
         assert layer.blending == "additive"
         np.testing.assert_allclose(layer.colormap.colors[-1], rgba(color), atol=1e-6)
         np.testing.assert_allclose(layer.scale, image.scale)

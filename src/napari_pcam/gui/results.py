@@ -16,8 +16,9 @@ competes for the GIL and the CPU. So:
   tick and let go at the next one, so that adding a layer and repainting never block the event loop together;
 * a new Labels layer's editing tools (polygon, brush stroke: napari builds their visuals with the layer,
   about 35 ms) are switched off for the add and on again at ticks of their own;
-* layers made before their first result are hidden until it arrives: an empty heatmap or label map looks
-  like nothing but still costs a full-canvas pass on every repaint under llvmpipe (about 7 ms per layer);
+* layers made before their first result are visible from the start (an empty heatmap adds black, an empty
+  label map is transparent): their first draw, which compiles their shaders (60-120 ms under llvmpipe), then
+  happens before the worker starts instead of in the middle of training. Each costs about 7 ms per repaint;
 * new layers never take the layer selection away from the layer the user works on.
 """
 
@@ -40,9 +41,8 @@ from .convert import layer_array, spatial_axes
 
 LABEL_STAGES = ("pcam labels", "refined", "final")
 KEY = "pcam_result"
-HIDDEN_KEY = "pcam_hidden_until_result"  # metadata of a result layer made hidden, before its first result
 REDRAW_MS = 150
-PREPARE_MS = 20  # between the steps of adding (or first showing) layers one by one
+PREPARE_MS = 20  # between the steps of adding layers one by one
 
 
 class ResultTarget:
@@ -73,8 +73,6 @@ class ResultTarget:
         self._layers: dict[str, Layer] = {}
         self._dirty: list[str] = []
         self._dirty_slices: dict[str, set[int] | None] = {}  # kind -> slices written since its last refresh
-        self._written: set[str] = set()  # kinds that received a result
-        self._hidden: set[str] = set()  # kinds whose layer was made hidden, before its first result
         self._tools: list = []  # Labels editing-tool overlays made invisible for the add, shown one per tick
 
     @property
@@ -107,14 +105,6 @@ class ResultTarget:
             except RuntimeError:  # its layer or the viewer is gone
                 continue
         return False
-
-    @property
-    def unveiling(self) -> bool:
-        """True when the next :meth:`flush` shows a hidden layer for its first result."""
-        return any(self._unveils(kind) for kind in self._dirty)
-
-    def _unveils(self, kind: str) -> bool:
-        return kind in self._hidden and kind in self._written and self._on_screen(kind)
 
     def _on_screen(self, kind: str) -> bool:
         layer = self._layers.get(kind)
@@ -192,7 +182,6 @@ class ResultTarget:
         else:
             array[...] = plane
             self._dirty_slices[kind] = None
-        self._written.add(kind)
         if kind not in self._dirty:
             self._dirty.append(kind)
         if not self.deferred:
@@ -207,8 +196,6 @@ class ResultTarget:
                     layer.data = np.zeros(self.shape, dtype)
                 for name, value in kwargs.items():
                     setattr(layer, name, value)
-                if layer.metadata.get(HIDDEN_KEY):  # made hidden by an earlier run that gave it no result
-                    self._hidden.add(kind)
                 self._layers[kind] = layer
                 return layer.data
         return np.zeros(self.shape, dtype)
@@ -217,26 +204,16 @@ class ResultTarget:
         """Show what was written since the last flush: refresh existing layers, add missing ones.
 
         Args:
-            max_new: Add, or show for the first time, at most this many layers now (the rest at the next
-                flush); None does all. A hidden layer waiting for its first result needs no refresh
-                until then.
+            max_new: Add at most this many layers now (the rest at the next flush); None adds all.
         """
         dirty, self._dirty = self._dirty, []
         new = 0
         for kind in dirty:
-            unveil = self._unveils(kind)
-            if self._on_screen(kind) and not unveil:
+            if self._on_screen(kind):
                 if self._shows_any(self._layers[kind], self._dirty_slices.pop(kind, None)):
                     self._layers[kind].refresh()
             elif max_new is not None and new >= max_new:
                 self._dirty.append(kind)
-            elif unveil:
-                self._dirty_slices.pop(kind, None)  # showing it draws what is there now
-                self._hidden.discard(kind)
-                layer = self._layers[kind]
-                layer.metadata.pop(HIDDEN_KEY, None)
-                layer.visible = True  # its first result (showing it refreshes it)
-                new += 1
             else:
                 self._dirty_slices.pop(kind, None)
                 self._layers[kind] = self._add_layer(kind)
@@ -261,14 +238,8 @@ class ResultTarget:
         labels_layer, kwargs = self._specs[kind]
         data = self._arrays[kind]
         metadata = {KEY: f"{self.image_name}|{kind}"}
-        visible = kind in self._written
-        if visible:
-            self._hidden.discard(kind)
-        else:  # no result yet: it would look like nothing, and a visible layer costs every repaint
-            metadata[HIDDEN_KEY] = True
-            self._hidden.add(kind)
         common = {"name": f"{self.image_name} {kind}", "scale": self.scale, "translate": self.translate,
-                  "metadata": metadata, "visible": visible}
+                  "metadata": metadata}
         layer = Labels(data, **common, **kwargs) if labels_layer else Image(data, **common, **kwargs)
         if labels_layer and self.deferred:
             self._tools += _hide_tools(layer)
@@ -383,7 +354,7 @@ class Redrawer:
         """Tick every PREPARE_MS while layers are added or shown one by one, else every ``interval_ms``."""
         target = self.target
         quick = self._held is not None or self._then is not None or (
-            target is not None and (target.adding or target.unveiling or target.restoring))
+            target is not None and (target.adding or target.restoring))
         interval = PREPARE_MS if quick else self.interval_ms
         if self.timer.interval() != interval:
             self.timer.setInterval(interval)

@@ -173,9 +173,9 @@ class TrainingWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.status.setText("starting…")
         self.started_at = time.perf_counter()
-        # The empty result layers are made first (hidden, each added in a timer tick and painted in the
-        # next), while no training thread competes with the viewer; then the worker starts and result
-        # layers are only shown and refreshed, on the timer.
+        # The empty result layers are made first (each added in a timer tick and painted, shaders compiled,
+        # in the next), while no training thread competes with the viewer; then the worker starts and
+        # result layers are only refreshed, on the timer.
         target.prepare(_result_kinds(target, self.until.value))
         self._redraw.start(target, then=self.worker.start)
 
