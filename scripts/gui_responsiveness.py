@@ -5,8 +5,9 @@ worker has finished and its result layers are shown (the viewer is responsive wh
 100 ms), also before the worker starts (while the empty result layers are made) and while it runs, and
 (2) the time from pressing Train to the first PCAM heatmap layer. Gaps also grow when other processes take
 the CPU: the load average before Train (1 minute) and the GUI thread's own CPU time in the largest gaps tell
-the two apart; garbage collections (any thread, GIL held) inside the largest gaps are reported too. Run under a display or Xvfb: ``xvfb-run -a python scripts/gui_responsiveness.py``
-(defaults: the whole chain with light epochs).
+the two apart; garbage collections (any thread, GIL held) inside the largest gaps are reported too. Run
+under a display or Xvfb: ``xvfb-run -a python scripts/gui_responsiveness.py`` (defaults: the whole chain
+with light epochs).
 """
 
 from __future__ import annotations

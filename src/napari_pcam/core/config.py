@@ -300,7 +300,8 @@ class DeepLabConfig:
         test_flip: Also average the probabilities of the horizontally flipped image at inference.
         crf: Refine the predicted probabilities with a dense CRF at inference (DeepLab v1/v2's
             post-processing, IRNet's kernels; needs the optional ``pydensecrf2`` package). Not in the
-            paper's DeepLabv3+; the sample preset uses it.
+            paper's DeepLabv3+, so off by default and in the sample preset (``docs/sample_crf.toml``
+            turns it on).
         min_steps: Lower bound on the number of optimiser steps.
     """
 
@@ -365,8 +366,8 @@ class RuntimeConfig:
         seed: Seed of every random generator.
         num_workers: DataLoader worker processes (0 = in the main process).
         crf_workers: Processes running the dense CRFs (IRNet's on the mined labels, ``deeplab.crf`` on the
-            final predictions; 0 = the main process; same labels either way). The CRF holds the GIL for tens of milliseconds per call, so the viewer runs it
-            in a worker process.
+            final predictions; 0 = the main process; same labels either way). The CRF holds the GIL for
+            tens of milliseconds per call, so the viewer runs it in a worker process.
     """
 
     device: str = "auto"

@@ -72,7 +72,7 @@ class ResultTarget:
         self._specs: dict[str, tuple[bool, dict]] = {}  # kind -> (is a Labels layer, layer keyword arguments)
         self._layers: dict[str, Layer] = {}
         self._dirty: list[str] = []
-        self._dirty_slices: dict[str, set[int] | None] = {}  # kind -> slices written since its last refresh
+        self._dirty_slices: dict[str, set[int]] = {}  # kind -> stack slices written since its last refresh
         self._tools: list = []  # Labels editing-tool overlays made invisible for the add, shown one per tick
 
     @property
@@ -176,12 +176,9 @@ class ResultTarget:
         array = self._ensure(kind)
         if self.is_stack:
             array[index] = plane
-            slices = self._dirty_slices.setdefault(kind, set())
-            if slices is not None:
-                slices.add(index)
+            self._dirty_slices.setdefault(kind, set()).add(index)
         else:
-            array[...] = plane
-            self._dirty_slices[kind] = None
+            array[...] = plane  # one image: always on screen (no slices recorded, so it is refreshed)
         if kind not in self._dirty:
             self._dirty.append(kind)
         if not self.deferred:
@@ -220,7 +217,7 @@ class ResultTarget:
                 new += 1
 
     def _shows_any(self, layer: Layer, slices: set[int] | None) -> bool:
-        """Whether the viewer shows one of these slices of the layer (None: the whole array changed).
+        """Whether the viewer shows one of these slices of the layer (None: none recorded, refresh).
 
         A stack layer is drawn one slice at a time in 2D, and napari reads the data again when the user
         moves to another slice, so results for slices not on screen need no refresh (a refresh re-slices,

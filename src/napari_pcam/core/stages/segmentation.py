@@ -84,13 +84,8 @@ class TrainedSegmenter:
                 yield self.predict(image, device=device, amp=amp)
             return
         require_crf("deeplab.crf")
-
-        def jobs():
-            for image in images:
-                probs = predict_probabilities(self.model, image, device=device, amp=amp, **self._settings())
-                yield to_rgb8(np.asarray(image)), probs.numpy(), "deeplab.crf"
-
-        yield from crf_map(crf_probabilities, jobs(), crf_workers)
+        jobs = (_crf_job(self.model, image, device=device, amp=amp, **self._settings()) for image in images)
+        yield from crf_map(crf_probabilities, jobs, crf_workers)
 
 
 def build_deeplab(
@@ -404,13 +399,20 @@ def predict(
     kwargs = dict(device=device, tile_size=tile_size, tile_overlap=tile_overlap, batch=batch, amp=amp)
     if crf:
         require_crf("deeplab.crf")
-        probs = predict_probabilities(model, image, scales=scales, flip=flip, **kwargs)
-        return crf_probabilities(to_rgb8(np.asarray(image)), probs.numpy(), "deeplab.crf")
+        return crf_probabilities(*_crf_job(model, image, scales=scales, flip=flip, **kwargs))
     if tuple(scales) == (1.0,) and not flip:
         scores = predict_logits(model, image, **kwargs)
     else:
         scores = predict_probabilities(model, image, scales=scales, flip=flip, **kwargs)
     return scores.argmax(0).numpy().astype(np.uint8)
+
+
+def _crf_job(model: nn.Module, image: np.ndarray, **kwargs) -> tuple:
+    """Arguments of :func:`~napari_pcam.core.crf.crf_probabilities` for one image (colour image,
+    probabilities of :func:`predict_probabilities` with ``kwargs``, the setting named in errors), run in
+    this process or sent to a CRF worker."""
+    probs = predict_probabilities(model, image, **kwargs)
+    return to_rgb8(np.asarray(image)), probs.numpy(), "deeplab.crf"
 
 
 def predict_stack(
