@@ -71,3 +71,24 @@ def test_write_is_atomic(tmp_path, trained, monkeypatch):
     with pytest.raises(OSError):
         trained.save(path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_place_file_links_or_copies_atomically(tmp_path, monkeypatch):
+    import os
+
+    from napari_pcam.core.io import atomic_write_text, place_file
+
+    source = tmp_path / "a.pt"
+    source.write_text("one")
+    assert place_file(source, tmp_path / "b.pt") is True
+    assert (tmp_path / "b.pt").samefile(source)
+    atomic_write_text(source, "two")  # replacing one name leaves the other with the old contents
+    assert (tmp_path / "b.pt").read_text() == "one"
+
+    def no_links(*_):
+        raise OSError("links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert place_file(source, tmp_path / "b.pt") is False
+    assert (tmp_path / "b.pt").read_text() == "two" and not (tmp_path / "b.pt").samefile(source)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"], "no temporary file left"

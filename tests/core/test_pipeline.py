@@ -59,6 +59,12 @@ def test_bundle_round_trip_gives_identical_predictions(finished, run_data):
         np.testing.assert_array_equal(bundle.predict(img), expected)
 
 
+def test_the_bundle_shares_the_run_s_network_files(finished):
+    out, _, _ = finished
+    for name in ("pcam.pt", "irn.pt", "deeplab.pt"):
+        assert (out / "model" / name).samefile(out / "models" / name), f"{name}: one file, hard-linked"
+
+
 def test_bundle_rejects_other_channel_count_and_classes(finished, run_data):
     out, _, _ = finished
     bundle = load_bundle(out / "model")
@@ -139,3 +145,6 @@ def test_changed_inference_settings_rerun_predictions_not_training(run_data, tmp
     assert "cached" not in messages["final"], f"the final labels are predicted again, with {setting}"
     assert getattr(result.segmenter.config, setting)
     assert getattr(load_bundle(result.bundle_path).segmenter.config, setting)
+    # the bundle's network now differs from models/deeplab.pt in this setting: its own file, not a link
+    assert not (result.bundle_path / "deeplab.pt").samefile(model) and model.stat().st_mtime_ns == stamp
+    assert (result.bundle_path / "pcam.pt").samefile(tmp_path / "models" / "pcam.pt")

@@ -13,7 +13,6 @@ Each ``.pt`` is a checkpoint of :mod:`.checkpoints` (plain data, ``weights_only`
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 
 from .config import PipelineConfig
 from .errors import CheckpointError, DataError
-from .io import atomic_write_text
+from .io import atomic_write_text, place_file
 from .stages.cam import TrainedCam
 from .stages.segmentation import TrainedSegmenter, load_segmenter, save_segmenter
 
@@ -62,18 +61,32 @@ class Bundle:
 
 def save_bundle(
     path: str | Path, *, segmenter: TrainedSegmenter, pcam: TrainedCam | None, irn_path: Path | None,
-    config: PipelineConfig,
+    config: PipelineConfig, deeplab_path: Path | None = None, pcam_path: Path | None = None,
 ) -> None:
-    """Write a bundle folder; each file is written atomically, ``bundle.json`` last."""
+    """Write a bundle folder; each file is written atomically, ``bundle.json`` last.
+
+    Args:
+        path: The bundle folder.
+        segmenter: The final network, with the inference settings the bundle applies.
+        pcam: The PCAM classifier, if the bundle should carry it.
+        irn_path: IRNet's checkpoint file, if any.
+        config: The run's settings, stored in ``bundle.json``.
+        deeplab_path: A checkpoint file that holds exactly ``segmenter`` (a run's ``models/deeplab.pt``),
+            placed into the bundle instead of writing it again; likewise ``pcam_path`` for ``pcam``. Files
+            are hard-linked where the file system allows (a run then stores each network once), else copied.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    save_segmenter(segmenter, path / "deeplab.pt")
-    if pcam is not None:
+    if deeplab_path is not None and Path(deeplab_path).is_file():
+        place_file(deeplab_path, path / "deeplab.pt")
+    else:
+        save_segmenter(segmenter, path / "deeplab.pt")
+    if pcam_path is not None and pcam is not None and Path(pcam_path).is_file():
+        place_file(pcam_path, path / "pcam.pt")
+    elif pcam is not None:
         pcam.save(path / "pcam.pt")
     if irn_path is not None and Path(irn_path).is_file():
-        tmp = path / ".irn.pt.tmp"
-        shutil.copyfile(irn_path, tmp)
-        tmp.replace(path / "irn.pt")
+        place_file(irn_path, path / "irn.pt")
     from .. import __version__
 
     meta = {

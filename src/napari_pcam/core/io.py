@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -35,6 +36,30 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` and move the result over ``path`` atomically."""
     with atomic_path(path) as tmp:
         write(tmp)
+
+
+def place_file(source: str | Path, path: str | Path) -> bool:
+    """Put the file ``source`` at ``path`` atomically: a hard link where the file system allows, else a copy.
+
+    A link costs no disk space. It is safe for files that are only ever replaced (:func:`atomic_write`),
+    never rewritten in place: replacing either name later leaves the other with the old contents.
+
+    Returns:
+        True if linked, False if copied.
+    """
+    linked = False
+
+    def write(tmp: Path) -> None:
+        nonlocal linked
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+            linked = True
+        except OSError:  # another file system, or links not supported
+            shutil.copyfile(source, tmp)
+
+    atomic_write(path, write)
+    return linked
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

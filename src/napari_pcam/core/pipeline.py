@@ -201,7 +201,11 @@ def run_pipeline(
         segmenter.config, **{f: getattr(config.deeplab, f) for f in DEEPLAB_INFERENCE}))
     if last < STAGES.index("final"):
         return result
-    yield from _stage_final(data, config, folder, result, fingerprint(k, {f: deeplab[f] for f in DEEPLAB_INFERENCE}))
+    # models/deeplab.pt holds the network with the inference settings it was trained with: the bundle
+    # can share that file only if they are still the ones asked for
+    same = result.segmenter.config == segmenter.config
+    yield from _stage_final(data, config, folder, result, fingerprint(k, {f: deeplab[f] for f in DEEPLAB_INFERENCE}),
+                            deeplab_file=folder.path("models", "deeplab.pt") if same else None)
     return result
 
 
@@ -377,7 +381,8 @@ def predict_all(segmenter: TrainedSegmenter, images: ImageStack, config: Pipelin
     return out
 
 
-def _stage_final(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str):
+def _stage_final(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str,
+                 deeplab_file: Path | None):
     from .bundle import save_bundle
 
     names = data.points.class_names
@@ -393,8 +398,10 @@ def _stage_final(data: RunData, config: PipelineConfig, folder: RunFolder, resul
                                                     data.val_images, folder, fingerprint(key, data.val_images.images))
         _update_metrics(folder, result, "val", "final", evaluate(data.val_masks, result.val_final, names))
     if (not (result.bundle_path / "bundle.json").is_file() or not folder.is_done("bundle", key)) and distributed.is_main():
+        models = folder.path("models")
         save_bundle(result.bundle_path, segmenter=result.segmenter, pcam=result.pcam,
-                    irn_path=folder.path("models", "irn.pt"), config=config)
+                    irn_path=models / "irn.pt", config=config, pcam_path=models / "pcam.pt",
+                    deeplab_path=deeplab_file)
         folder.mark_done("bundle", key, 0.0)
 
 
