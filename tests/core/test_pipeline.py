@@ -52,6 +52,17 @@ def test_held_out_cams_are_restricted_to_the_classes_of_their_masks(finished, ru
         assert list(cams.keys) == present == list(keys)
 
 
+def test_held_out_cams_follow_given_image_labels_instead_of_the_masks(run_data, tmp_path, tiny_pipeline):
+    n = len(run_data.val_images)
+    given = [np.arange(1, run_data.points.num_classes + 1)] * n  # e.g. VOC's XML labels, here every class
+    from napari_pcam.core.pipeline import val_keys
+
+    assert any(len(k) < run_data.points.num_classes for k in val_keys(run_data.val_masks)), "masks differ"
+    result = drain(run_pipeline(run_data, tiny_pipeline, tmp_path, until="cams", held_out_labels=given))
+    assert [list(c.keys) for c in result.val_cams] == [list(k) for k in given]
+    assert "pcam" in result.metrics["val"]
+
+
 def test_bundle_round_trip_gives_identical_predictions(finished, run_data):
     out, result, _ = finished
     bundle = load_bundle(out / "model", class_names=run_data.points.class_names)

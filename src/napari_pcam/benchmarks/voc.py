@@ -10,8 +10,8 @@ every one resumes from its cached stages:
 * ``fully_supervised``: DeepLabv3+ on the true train_aug masks (Tables 3, 4).
 
 Training uses ``train_aug`` and evaluation ``val`` (plus train_aug for the CAM and refined rows). CAMs of
-val images are restricted to the classes of their XML annotations, as IRNet does; they and their random
-walk are cached as extra stages (``val_cams``, ``val_refined``) in the experiment's folder.
+val images are restricted to the classes of their XML annotations, as IRNet does: the pipeline's held-out
+stages (``val_cams``, ``val_refined``) with VOC's XML labels as the image-level labels.
 
 Under ``torchrun --nproc_per_node=N`` every rank runs this function: training uses DistributedDataParallel,
 the per-image work (CAMs, random walk, prediction, evaluation) is shared out image by image, and rank 0
@@ -27,13 +27,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Generator
 
-import numpy as np
-
 from ..core import distributed
 from ..core.config import PipelineConfig, to_dict
-from ..core.data.cams import CamMaps
-from ..core.data.images import ImageStack
-from ..core.data.lazy import LazySequence, take
+from ..core.data.lazy import LazySequence
 from ..core.data.points import PointAnnotations
 from ..core.data.voc_dataset import VocDataset, open_voc
 from ..core.data.voc_points import load_voc_points
@@ -41,11 +37,9 @@ from ..core.device import resolve_device
 from ..core.errors import DataError
 from ..core.io import atomic_write_text
 from ..core.distributed import evaluate
-from ..core.pipeline import RunData, RunResult, predict_all, run_pipeline, run_sharded
+from ..core.pipeline import RunData, predict_all, run_pipeline, run_sharded
 from ..core.progress import Progress
 from ..core.run_folder import RunFolder, fingerprint, versions
-from ..core.stages.cam_inference import compute_cams
-from ..core.stages.random_walk import refine_images
 from ..core.stages.segmentation import load_segmenter, save_segmenter, train_deeplab
 from .voc_report import TABLES, build_rows, markdown
 
@@ -115,54 +109,6 @@ def _points(ds: VocDataset, json_path, mode: str, supp_path=None):
     for w in caught:  # re-emit once, outside the loader, so the CLI shows them
         warnings.warn(str(w.message), w.category, stacklevel=2)
     return SubsetPoints(points.image, points.yx, points.cls, points.class_names), stats
-
-
-def _stage_key(folder: RunFolder, stage: str) -> str:
-    return folder.manifest["stages"][stage]["key"]
-
-
-def _val_cams(folder: RunFolder, result: RunResult, config: PipelineConfig, val_ds: VocDataset,
-              val_images: ImageStack, val_masks: list[np.ndarray], need_maps: bool):
-    """CAMs of the val images restricted to their XML classes; (maps or None, cached stage info)."""
-    key = fingerprint(_stage_key(folder, "cams"), list(val_ds.ids), val_images.images)
-    paths = [folder.path("val_cams", f"{i}.npz") for i in val_ds.ids]
-    if folder.is_done("val_cams", key) and all(p.is_file() for p in paths):
-        yield Progress("val_cams", len(paths), len(paths), message="cached")
-        info = folder.manifest["stages"]["val_cams"]
-        return (LazySequence(paths, CamMaps.load) if need_maps else None), info
-    folder.forget("val_cams")
-    start, labels = time.perf_counter(), {}
-    model, thr = result.pcam.model.to(resolve_device(config.runtime.device)), config.cam_inference.bg_threshold
-    mine = distributed.shard(len(paths))
-    for j, i in enumerate(mine):
-        keys = val_ds.labels(i)
-        img = val_images.images[i]
-        c = compute_cams(model, img, config.cam_inference, keys=keys if len(keys) else None, amp=config.runtime.amp)
-        c.save(paths[i])
-        labels[i] = c.labels(thr)
-        yield Progress("val_cams", j + 1, len(mine), message=val_ds.ids[i])
-    distributed.barrier()  # every rank's CAMs are on disk
-    # Scores: each rank's own images (distributed.evaluate sums the confusion matrices over ranks).
-    pred = [labels.get(i) for i in range(len(paths))]
-    scores = evaluate(val_masks, pred, val_ds.class_names)
-    folder.mark_done("val_cams", key, time.perf_counter() - start, miou=scores["miou"], per_class=scores["per_class"])
-    return (LazySequence(paths, CamMaps.load) if need_maps else None), folder.manifest["stages"]["val_cams"]
-
-
-def _val_refined(folder: RunFolder, result: RunResult, config: PipelineConfig, val_ds: VocDataset,
-                 val_images: ImageStack, val_masks: list[np.ndarray], cams):
-    key = fingerprint(_stage_key(folder, "refined"), _stage_key(folder, "val_cams"))
-    if folder.is_done("val_refined", key):
-        yield Progress("val_refined", 1, 1, message="cached")
-        return folder.manifest["stages"]["val_refined"]
-    folder.forget("val_refined")
-    start = time.perf_counter()
-    pred = yield from run_sharded(lambda idx: refine_images(val_images.subset(idx), take(cams, idx), result.irn,
-                                                            config.random_walk, device=config.runtime.device),
-                                  len(val_images))
-    scores = evaluate(val_masks, pred, val_ds.class_names)  # sums the ranks' confusion matrices
-    folder.mark_done("val_refined", key, time.perf_counter() - start, miou=scores["miou"], per_class=scores["per_class"])
-    return folder.manifest["stages"]["val_refined"]
 
 
 def _fully_supervised(data: RunData, config: PipelineConfig, out: Path, force: bool):
@@ -251,6 +197,7 @@ def benchmark_voc(
         points3, stats3 = _points(train_ds, points_json, "3annotators", supp_path=supp_json)
         clicks["3annotators"] = stats3.as_dict()
     data = RunData(train_images, points, train_masks, val_images, val_masks)
+    xml_labels = LazySequence(list(range(len(val_ds))), val_ds.labels)  # read when the val CAMs are computed
     todo = plan(parts, supp_json is not None)
     out.mkdir(parents=True, exist_ok=True)
     scores: dict[str, dict[str, Any]] = {}
@@ -286,22 +233,18 @@ def benchmark_voc(
         else:
             run_data = data if exp != "pcam_3annotators" else RunData(train_images, points3, train_masks,
                                                                       val_images, val_masks)
+            # the val rows of tables 1 and 2: CAMs restricted to VOC's XML labels, as IRNet
             result = yield from run_pipeline(run_data, cfg, out / exp, until=job["until"], force=force,
-                                             held_out_rows=False)  # its own val rows, from the XML labels
+                                             held_out_rows=bool(job["val"]), held_out_labels=xml_labels)
             m = result.metrics
             scores[exp] = {"miou": {s: v for s, v in m.get("train", {}).items() if s != "final"},
                            "per_class": {}}
             if "final" in m.get("val", {}):
                 scores[exp]["miou"]["final"] = m["val"]["final"]
                 scores[exp]["per_class"]["final"] = m["per_class"]["val"]["final"]
+            for stage in job["val"]:  # val_cams, val_refined: the pipeline's held-out pcam / refined rows
+                scores[exp]["miou"][stage] = m["val"][{"val_cams": "pcam", "val_refined": "refined"}[stage]]
             folder = RunFolder(out / exp, force=force)
-            if job["val"]:
-                cams, info = yield from _val_cams(folder, result, cfg, val_ds, val_images, val_masks,
-                                                  need_maps="val_refined" in job["val"])
-                scores[exp]["miou"]["val_cams"] = round(info["miou"], 2)
-                if "val_refined" in job["val"]:
-                    info = yield from _val_refined(folder, result, cfg, val_ds, val_images, val_masks, cams)
-                    scores[exp]["miou"]["val_refined"] = round(info["miou"], 2)
         speed[exp] = _speed(folder, cfg, len(train_ds), len(val_ds))
         write()
     write()

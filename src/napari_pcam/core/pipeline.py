@@ -133,6 +133,7 @@ def run_pipeline(
     force: bool = False,
     init: TrainedCam | None = None,
     held_out_rows: bool = True,
+    held_out_labels: Sequence[np.ndarray] | None = None,
 ) -> Generator[Progress, None, RunResult]:
     """Run the chain up to ``until`` into the folder ``out``; resumes from cached stages.
 
@@ -144,8 +145,10 @@ def run_pipeline(
         force: Recompute stages whose cached results were made with other data or settings.
         init: Fine-tune this PCAM model instead of training one from the configured weights.
         held_out_rows: With held-out images, also score their PCAM and refined labels (``val_cams``,
-            ``val_refined``; CAMs restricted to the classes of each mask, as the paper's val rows use the
-            image-level labels). The VOC benchmark turns this off: it makes these rows from VOC's XML labels.
+            ``val_refined``; CAMs restricted to each image's classes, as the paper's val rows use the
+            image-level labels).
+        held_out_labels: Those classes (int64 class ids per held-out image, read on access); default: the
+            classes present in each held-out mask. The VOC benchmark gives VOC's XML labels, as IRNet.
     """
     if until not in STAGES:
         raise DataError(f"until={until!r} is not a stage; choose one of {', '.join(STAGES)}.")
@@ -167,9 +170,10 @@ def run_pipeline(
         _update_metrics(folder, result, "train", "pcam", evaluate(data.masks, pcam_labels, names))
     k_val = None
     if held_out_rows and data.val_images is not None:
-        k_val = fingerprint(k, data.val_images.images, data.val_masks)
+        k_val = fingerprint(k, data.val_images.images, data.val_masks,
+                            "" if held_out_labels is None else held_out_labels)
     if k_val is not None:  # held-out PCAM and refined rows, as the paper's val rows (image-level labels known)
-        result.val_cams = yield from _stage_val_cams(data, config, folder, result.pcam, k_val)
+        result.val_cams = yield from _stage_val_cams(data, config, folder, result.pcam, k_val, held_out_labels)
         _update_metrics(folder, result, "val", "pcam",
                         evaluate(data.val_masks, LazySequence(result.val_cams, lambda c: c.labels(thr)), names))
     if last < STAGES.index("irn"):
@@ -236,11 +240,12 @@ def val_keys(masks: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [np.setdiff1d(np.unique(np.asarray(m)), [0, 255]).astype(np.int64) for m in masks]
 
 
-def _stage_val_cams(data: RunData, config: PipelineConfig, folder: RunFolder, trained: TrainedCam, key: str):
-    """CAMs of the held-out images for their evaluation rows (``val_cams/<stem>.npz``), restricted to the
-    classes of their masks as the paper's and IRNet's val rows use the image-level labels."""
-    return (yield from _cam_files("val_cams", data.val_images, partial(val_keys, data.val_masks), config, folder,
-                                  trained, key))
+def _stage_val_cams(data: RunData, config: PipelineConfig, folder: RunFolder, trained: TrainedCam, key: str,
+                    labels: Sequence[np.ndarray] | None):
+    """CAMs of the held-out images for their evaluation rows (``val_cams/<stem>.npz``), restricted to their
+    image-level labels (``labels``, or the classes of their masks) as the paper's and IRNet's val rows."""
+    keys_of = partial(val_keys, data.val_masks) if labels is None else lambda: labels
+    return (yield from _cam_files("val_cams", data.val_images, keys_of, config, folder, trained, key))
 
 
 def _cam_files(stage: str, images: ImageStack, keys_of: Callable[[], list], config: PipelineConfig,
