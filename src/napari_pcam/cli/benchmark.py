@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from . import benchmark_random_walk, benchmark_voc
-from .common import add_config_options, drain_with_tqdm, resolve_config
+from .common import add_config_options, add_sample_variant_option, drain_with_tqdm, resolve_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         description="Runs the PCAM chain and its baselines on the same images and points (each row "
                         "in a fresh subprocess) and prints one Markdown table: train/val mIoU, seconds, peak memory.")
     c.add_argument("--sample", action="store_true", help="the built-in sample with its light preset")
+    add_sample_variant_option(c)
     c.add_argument("--images", type=Path, help="folder of training images")
     c.add_argument("--points", type=Path, help="points CSV")
     c.add_argument("--masks", type=Path, help="masks of the training images (required)")

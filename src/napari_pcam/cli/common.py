@@ -30,6 +30,15 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="random seed")
 
 
+def add_sample_variant_option(p: argparse.ArgumentParser) -> None:
+    """--sample-variant: a harder variant of the built-in sample (see ``core.data.synthetic.SAMPLE_VARIANTS``)."""
+    from ..core.data.synthetic import SAMPLE_VARIANTS
+
+    p.add_argument("--sample-variant", choices=list(SAMPLE_VARIANTS), default="default",
+                   help="with --sample: 'one-colour' (classes differ in texture and shape only), 'shapes-only' "
+                        "(in shape only) or 'grayscale'")
+
+
 def resolve_config(args: argparse.Namespace, default_preset: str = "paper") -> PipelineConfig:
     """Preset or config file, then the command-line overrides."""
     if args.config is not None:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from ..core.data.points import read_points_csv
 from ..core.data.readers import read_image_folder, read_masks
+from ..core.errors import DataError
 from ..core.pipeline import STAGES, RunData, run_pipeline
-from .common import add_config_options, distributed_session, drain_with_tqdm, require, resolve_config
+from .common import (add_config_options, add_sample_variant_option, distributed_session, drain_with_tqdm, require,
+                     resolve_config)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-masks", type=Path, help="masks of the held-out images")
     p.add_argument("--classes", help="comma-separated class names, background first (default: from the CSV)")
     p.add_argument("--sample", action="store_true", help="use the built-in synthetic sample and its light preset")
+    add_sample_variant_option(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
     p.add_argument("--force", action="store_true", help="recompute stale stages / write into a foreign folder")
@@ -37,10 +40,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def load_run_data(args: argparse.Namespace) -> RunData:
     """The images, points and masks named on the command line (or the sample)."""
+    if getattr(args, "sample_variant", "default") != "default" and not args.sample:
+        raise DataError("--sample-variant needs --sample.")
     if args.sample:
         from ..core.data.synthetic import load_sample
 
-        train, val = load_sample("train"), load_sample("val")
+        variant = getattr(args, "sample_variant", "default")
+        train, val = load_sample("train", variant), load_sample("val", variant)
         return RunData(train.images, train.points, train.masks, val.images, val.masks)
     images = read_image_folder(require(args.images, "a folder of images", "--images"))
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
@@ -49,8 +55,6 @@ def load_run_data(args: argparse.Namespace) -> RunData:
     val_images = read_image_folder(args.val_images) if args.val_images else None
     val_masks = read_masks(args.val_masks, val_images.names) if args.val_masks and val_images else None
     if args.val_masks and val_images is None:
-        from ..core.errors import DataError
-
         raise DataError("--val-masks needs --val-images.")
     return RunData(images, points, masks, val_images, val_masks)
 

@@ -22,6 +22,16 @@ from .points import PointAnnotations
 
 CLASS_NAMES = ("background", "cell", "fiber", "crystal")
 CLASS_COLOURS = {1: (0.35, 0.75, 0.35), 2: (0.8, 0.35, 0.3), 3: (0.35, 0.45, 0.85)}
+SHARED_COLOUR = (0.8, 0.45, 0.6)  # every class's colour with ``shared_colour``
+
+# Harder variants of the built-in sample (``load_sample(variant=...)``, ``--sample-variant``), for
+# measuring what the chain and its baselines learn from besides colour: keyword arguments of make_synthetic.
+SAMPLE_VARIANTS = {
+    "default": {},
+    "one-colour": {"shared_colour": True},  # classes differ in texture and shape only
+    "shapes-only": {"shared_colour": True, "shared_texture": True},  # in shape only
+    "grayscale": {"grayscale": True},  # one channel: texture, shape and brightness
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,8 @@ def make_synthetic(
     bg_points: int = 5,
     noise: float = 0.06,
     grayscale: bool = False,
+    shared_colour: bool = False,
+    shared_texture: bool = False,
 ) -> SyntheticData:
     """Generate a seeded data set.
 
@@ -57,13 +69,16 @@ def make_synthetic(
         bg_points: Background clicks per image.
         noise: Standard deviation of the additive Gaussian noise (images in [0, 1] before uint8).
         grayscale: Single-channel images (texture and shape only) instead of RGB.
+        shared_colour: Every class (and the debris) in one colour, :data:`SHARED_COLOUR`, instead of its own.
+        shared_texture: Every class with the cells' speckle texture instead of its own.
     """
     rng = np.random.default_rng(seed)
     h, w = (size, size) if isinstance(size, int) else size
     images, masks, pts_img, pts_yx, pts_cls = [], [], [], [], []
     for i in range(n_images):
         present = [c for c in (1, 2, 3) if rng.random() < 0.65] or [int(rng.integers(1, 4))]
-        img, mask, clicks = _make_image(rng, h, w, present, objects, noise)
+        colours = {c: SHARED_COLOUR for c in CLASS_COLOURS} if shared_colour else CLASS_COLOURS
+        img, mask, clicks = _make_image(rng, h, w, present, objects, noise, colours, shared_texture)
         clicks += _background_clicks(rng, mask, bg_points)
         for (y, x), c in clicks:
             pts_img.append(i)
@@ -77,7 +92,7 @@ def make_synthetic(
     return SyntheticData(ImageStack(images, [f"sample_{i:03d}.png" for i in range(n_images)]), masks, points)
 
 
-def _make_image(rng, h, w, present, objects, noise):
+def _make_image(rng, h, w, present, objects, noise, colours, shared_texture):
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     base = rng.uniform(0.35, 0.55, size=3)
     clutter = ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), sigma=6)
@@ -86,7 +101,7 @@ def _make_image(rng, h, w, present, objects, noise):
     mask = np.zeros((h, w), np.uint8)
     for _ in range(int(rng.integers(0, 3))):  # debris: background that looks like an object's colour
         rr, cc = ellipse(rng.uniform(0, h), rng.uniform(0, w), *(rng.uniform(0.03, 0.06, 2) * min(h, w)), shape=(h, w))
-        img[rr, cc] = np.clip(np.array(CLASS_COLOURS[int(rng.integers(1, 4))]) + rng.normal(0, 0.08, 3), 0, 1)
+        img[rr, cc] = np.clip(np.array(colours[int(rng.integers(1, 4))]) + rng.normal(0, 0.08, 3), 0, 1)
     n_obj = int(rng.integers(objects[0], objects[1] + 1))
     classes = [present[k % len(present)] for k in range(n_obj)]
     rng.shuffle(classes)
@@ -95,8 +110,8 @@ def _make_image(rng, h, w, present, objects, noise):
         rr, cc, angle = _shape(rng, c, h, w, shapes)
         if len(rr) < 12:
             continue
-        colour = np.clip(np.array(CLASS_COLOURS[c]) + rng.normal(0, 0.08, 3), 0.05, 0.95)
-        tex = _texture(c, yy[rr, cc], xx[rr, cc], angle, rng)
+        colour = np.clip(np.array(colours[c]) + rng.normal(0, 0.08, 3), 0.05, 0.95)
+        tex = _texture(1 if shared_texture else c, yy[rr, cc], xx[rr, cc], angle, rng)
         img[rr, cc] = colour[None, :] * (0.75 + 0.25 * tex[:, None])
         mask[rr, cc] = c
         shapes.append((rr, cc, c))
@@ -160,10 +175,18 @@ SAMPLE_TRAIN_SEED = 0
 SAMPLE_VAL_SEED = 1
 
 
-def load_sample(split: str = "train") -> SyntheticData:
-    """The built-in sample: 24 training or 8 held-out images of 128 x 128 px (RGB)."""
+def load_sample(split: str = "train", variant: str = "default") -> SyntheticData:
+    """The built-in sample: 24 training or 8 held-out images of 128 x 128 px (RGB).
+
+    Args:
+        split: 'train' or 'val'.
+        variant: A key of :data:`SAMPLE_VARIANTS`: the same layouts and clicks, with the class colours
+            (and textures) made equal, or in gray.
+    """
+    if variant not in SAMPLE_VARIANTS:
+        raise ValueError(f"unknown sample variant {variant!r}; choose from {', '.join(SAMPLE_VARIANTS)}")
     if split == "train":
-        return make_synthetic(24, 128, seed=SAMPLE_TRAIN_SEED)
+        return make_synthetic(24, 128, seed=SAMPLE_TRAIN_SEED, **SAMPLE_VARIANTS[variant])
     if split == "val":
-        return make_synthetic(8, 128, seed=SAMPLE_VAL_SEED)
+        return make_synthetic(8, 128, seed=SAMPLE_VAL_SEED, **SAMPLE_VARIANTS[variant])
     raise ValueError(f"split must be 'train' or 'val', not {split!r}")
