@@ -180,8 +180,8 @@ def load_sample(split: str = "train", variant: str = "default") -> SyntheticData
 
     Args:
         split: 'train' or 'val'.
-        variant: A key of :data:`SAMPLE_VARIANTS`: the same layouts and clicks, with the class colours
-            (and textures) made equal, or in gray.
+        variant: A key of :data:`SAMPLE_VARIANTS`: the class colours (and textures) made equal, or gray.
+            'one-colour' and 'grayscale' keep the default's layouts and clicks; 'shapes-only' draws its own.
     """
     if variant not in SAMPLE_VARIANTS:
         raise ValueError(f"unknown sample variant {variant!r}; choose from {', '.join(SAMPLE_VARIANTS)}")
