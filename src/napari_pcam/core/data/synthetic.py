@@ -74,10 +74,10 @@ def make_synthetic(
     """
     rng = np.random.default_rng(seed)
     h, w = (size, size) if isinstance(size, int) else size
+    colours = {c: SHARED_COLOUR for c in CLASS_COLOURS} if shared_colour else CLASS_COLOURS
     images, masks, pts_img, pts_yx, pts_cls = [], [], [], [], []
     for i in range(n_images):
         present = [c for c in (1, 2, 3) if rng.random() < 0.65] or [int(rng.integers(1, 4))]
-        colours = {c: SHARED_COLOUR for c in CLASS_COLOURS} if shared_colour else CLASS_COLOURS
         img, mask, clicks = _make_image(rng, h, w, present, objects, noise, colours, shared_texture)
         clicks += _background_clicks(rng, mask, bg_points)
         for (y, x), c in clicks:
