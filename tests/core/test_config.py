@@ -38,7 +38,6 @@ def test_partial_file_keeps_defaults(tmp_path):
     "kwargs, fragment",
     [
         ({"alpha": -1}, "cam.alpha"),
-        ({"backbone": "vgg16"}, "resnet18"),
         ({"crop_size": 100}, "multiple of 16"),
         ({"lr_backbone": 0}, "cam.lr_backbone"),
         ({"scale_range": (2.0, 1.0)}, "low <= high"),

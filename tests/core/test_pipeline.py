@@ -159,3 +159,15 @@ def test_changed_inference_settings_rerun_predictions_not_training(run_data, tmp
     # the bundle's network now differs from models/deeplab.pt in this setting: its own file, not a link
     assert not (result.bundle_path / "deeplab.pt").samefile(model) and model.stat().st_mtime_ns == stamp
     assert (result.bundle_path / "pcam.pt").samefile(tmp_path / "models" / "pcam.pt")
+
+
+def test_the_chain_runs_with_a_timm_encoder(run_data, tmp_path, tiny_pipeline):
+    """EfficientNet-Lite0 (stride-2 first stage, TF padding) through every stage, bundle included."""
+    from napari_pcam.core.choices import apply_choices
+
+    config = apply_choices(tiny_pipeline, encoder="efficientnet_lite0")
+    result = drain(run_pipeline(run_data, config, tmp_path / "run", until="final"))
+    assert result.final[0].shape == (64, 64)
+    assert result.irn.model.backbone.name == "efficientnet_lite0"
+    bundle = load_bundle(tmp_path / "run" / "model")
+    assert np.array_equal(bundle.segmenter.predict(run_data.images.images[0]), result.final[0])

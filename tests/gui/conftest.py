@@ -84,7 +84,7 @@ def _fast_settings(widget) -> None:
     """Tiny CPU settings on a training widget (resnet18, no weights, one epoch of 64 px crops per stage)."""
     widget.preset.value = "sample"
     widget.weights.value = "none"
-    widget.main["cam.backbone"].value = "resnet18"
+    widget.main["choices.encoder"].value = "resnet18"
     widget.main["runtime.device"].value = "cpu"
     widget.main["cam.epochs"].value = 1
     widget.advanced["cam.crop_size"].value = 64

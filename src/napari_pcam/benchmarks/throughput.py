@@ -15,7 +15,7 @@ import torch
 
 from ..core.config import CamConfig, RuntimeConfig
 from ..core.data.synthetic import make_synthetic
-from ..core.models.backbones import Backbone
+from ..core.models.encoders import Encoder
 from ..core.stages.cam import train_cam
 
 
@@ -33,7 +33,7 @@ def _ours(backbone: str, size: int, batch: int, steps: int, warmup: int, seed: i
 
 def _bare(backbone: str, size: int, batch: int, steps: int, warmup: int, seed: int) -> float:
     torch.manual_seed(seed)
-    net = Backbone(name=backbone, weights="none").train()
+    net = Encoder(name=backbone, weights="none").train()
     head = torch.nn.Linear(net.channels[-1], 3)
     opt = torch.optim.SGD(list(net.parameters()) + list(head.parameters()), lr=1e-3, momentum=0.9)
     x = torch.randn(batch, 3, size, size)

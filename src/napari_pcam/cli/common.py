@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import warnings
 from pathlib import Path
 from typing import Generator, Iterator, TypeVar
 
+from ..core.choices import apply_choices
 from ..core.config import PipelineConfig, load_config
 from ..core.errors import DataError
+from ..core.models.encoders import ENCODER_NAMES, offline_encoders
 from ..core.presets import get_preset
 from ..core.progress import Progress
 
@@ -22,8 +23,10 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("settings (defaults: the paper's; --sample uses the light 'sample' preset)")
     g.add_argument("--config", type=Path, help="TOML or JSON config file (written as config.toml by every run)")
     g.add_argument("--preset", choices=["paper", "sample"], help="start from a named preset")
-    g.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50", "resnet101"], help="backbone of every network")
-    g.add_argument("--weights", help="'imagenet', 'none' or the path of a torchvision ResNet .pth file")
+    g.add_argument("--backbone", choices=ENCODER_NAMES, metavar="ENCODER",
+                   help=f"encoder of every network: {', '.join(ENCODER_NAMES)}")
+    g.add_argument("--weights", help="'imagenet', 'none' or the path of a .pth state dict of the encoder "
+                                     f"(ImageNet weights install offline for {', '.join(offline_encoders())})")
     g.add_argument("--alpha", type=float, help="weight of the point loss (0 = plain CAM)")
     g.add_argument("--cam-epochs", type=int, help="epochs of PCAM training")
     g.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
@@ -45,23 +48,8 @@ def resolve_config(args: argparse.Namespace, default_preset: str = "paper") -> P
         cfg = load_config(args.config)
     else:
         cfg = get_preset(args.preset or default_preset)
-    cam, runtime = cfg.cam, cfg.runtime
-    if args.backbone:
-        cam = dataclasses.replace(cam, backbone=args.backbone)
-        cfg = dataclasses.replace(cfg, irn=dataclasses.replace(cfg.irn, backbone=args.backbone),
-                                  deeplab=dataclasses.replace(cfg.deeplab, backbone=args.backbone))
-    if args.weights:
-        cam = dataclasses.replace(cam, weights=args.weights)
-        cfg = dataclasses.replace(cfg, deeplab=dataclasses.replace(cfg.deeplab, weights=args.weights))
-    if args.alpha is not None:
-        cam = dataclasses.replace(cam, alpha=args.alpha)
-    if args.cam_epochs is not None:
-        cam = dataclasses.replace(cam, epochs=args.cam_epochs)
-    if args.device:
-        runtime = dataclasses.replace(runtime, device=args.device)
-    if args.seed is not None:
-        runtime = dataclasses.replace(runtime, seed=args.seed)
-    return dataclasses.replace(cfg, cam=cam, runtime=runtime)
+    return apply_choices(cfg, encoder=args.backbone, weights=args.weights, alpha=args.alpha,
+                         cam_epochs=args.cam_epochs, device=args.device, seed=args.seed)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101")
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -51,6 +50,13 @@ def _check_scale_range(name: str, value: Any) -> None:
     _check(0 < lo <= hi <= 8, f"{name}={value!r} must satisfy 0 < low <= high <= 8.")
 
 
+def _check_encoder_name(name: str, value: Any) -> None:
+    # The registry (core.models.encoders.ENCODERS) checks the name itself when a network is built, and the
+    # pipeline checks every stage's before its first stage runs; config stays below the models layer.
+    _check(isinstance(value, str) and value.strip() == value != "",
+           f"{name}={value!r} is not valid; use an encoder name such as 'resnet50' or 'efficientnet_lite0'.")
+
+
 def _check_weights(name: str, value: str) -> None:
     _check(
         isinstance(value, str) and value != "",
@@ -63,9 +69,9 @@ class CamConfig:
     """Training of the PCAM classifier (paper section 3.1).
 
     Attributes:
-        backbone: ResNet variant; the paper uses resnet50.
-        weights: 'imagenet' (torchvision weights, or a cached/local file), 'none' (random init) or a path
-            to a ``.pth`` state dict of the torchvision ResNet.
+        backbone: Encoder registry name (``core.models.encoders.ENCODERS``); the paper uses resnet50.
+        weights: 'imagenet' (torchvision's ResNet weights, cached or downloaded; the EfficientNet-Lites'
+            installed weights package), 'none' (random init) or a path to a ``.pth`` state dict of the encoder.
         alpha: Weight of the point loss; 0 gives the plain CAM baseline.
         point_mode: 'clicks' uses the annotated points; 'all' uses every ground-truth mask pixel as a
             point (the paper's PCAM-F row; needs masks).
@@ -84,7 +90,7 @@ class CamConfig:
         min_steps: Lower bound on the number of optimiser steps (useful for tiny datasets).
     """
 
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    backbone: str = "resnet50"
     weights: str = "imagenet"
     alpha: float = 0.1
     point_mode: Literal["clicks", "all"] = "clicks"
@@ -101,7 +107,7 @@ class CamConfig:
     min_steps: int = 0
 
     def __post_init__(self) -> None:
-        _check_choice("cam.backbone", self.backbone, BACKBONE_NAMES)
+        _check_encoder_name("cam.backbone", self.backbone)
         _check_weights("cam.weights", self.weights)
         _check_range("cam.alpha", self.alpha, 0.0, 1e3)
         _check_choice("cam.point_mode", self.point_mode, ("clicks", "all"))
@@ -188,7 +194,7 @@ class IrnConfig:
     """Training IRNet's boundary (and displacement) branches (IRNet's ``train_irn``).
 
     Attributes:
-        backbone: ResNet variant (frozen during training, as in IRNet).
+        backbone: Encoder registry name (frozen during training, as in IRNet).
         weights: 'imagenet', 'none' or a path; 'same' reuses the trained PCAM backbone.
         radius: Pair search radius at stride 4 during training (IRNet: 10).
         lr: SGD learning rate of the branches.
@@ -205,7 +211,7 @@ class IrnConfig:
         min_steps: Lower bound on the number of optimiser steps.
     """
 
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    backbone: str = "resnet50"
     weights: str = "same"
     radius: int = 10
     lr: float = 0.1
@@ -221,7 +227,7 @@ class IrnConfig:
     min_steps: int = 0
 
     def __post_init__(self) -> None:
-        _check_choice("irn.backbone", self.backbone, BACKBONE_NAMES)
+        _check_encoder_name("irn.backbone", self.backbone)
         _check_weights("irn.weights", self.weights)
         _check_range("irn.radius", self.radius, 2, 64)
         _check_range("irn.lr", self.lr, 0.0, 10.0, lo_open=True)
@@ -279,7 +285,7 @@ class DeepLabConfig:
     """DeepLabv3+ trained on the refined pseudo labels (paper 3.3).
 
     Attributes:
-        backbone: ResNet variant (output stride 16, dilated layer4).
+        backbone: Encoder registry name (output stride 16, last stage dilated).
         weights: 'imagenet', 'none' or a path.
         lr: SGD (Nesterov) learning rate (the paper: 0.007), poly schedule.
         momentum: SGD momentum (0.9).
@@ -305,7 +311,7 @@ class DeepLabConfig:
         min_steps: Lower bound on the number of optimiser steps.
     """
 
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    backbone: str = "resnet50"
     weights: str = "imagenet"
     lr: float = 0.007
     momentum: float = 0.9
@@ -326,7 +332,7 @@ class DeepLabConfig:
     min_steps: int = 0
 
     def __post_init__(self) -> None:
-        _check_choice("deeplab.backbone", self.backbone, BACKBONE_NAMES)
+        _check_encoder_name("deeplab.backbone", self.backbone)
         _check_weights("deeplab.weights", self.weights)
         _check_range("deeplab.lr", self.lr, 0.0, 10.0, lo_open=True)
         _check_range("deeplab.momentum", self.momentum, 0.0, 0.999)

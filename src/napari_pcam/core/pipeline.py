@@ -22,6 +22,7 @@ from typing import Any, Callable, Generator, Sequence
 import numpy as np
 
 from . import distributed
+from .choices import check_encoders
 from .config import PipelineConfig, to_dict
 from .data.cams import CamMaps
 from .data.images import ImageStack
@@ -153,6 +154,7 @@ def run_pipeline(
     if until not in STAGES:
         raise DataError(f"until={until!r} is not a stage; choose one of {', '.join(STAGES)}.")
     last = STAGES.index(until)
+    check_encoders(config)
     folder = RunFolder(out, force=force)
     if distributed.is_main():
         config.save(folder.path("config.toml"))
@@ -287,12 +289,7 @@ def _stage_irn(data: RunData, config: PipelineConfig, folder: RunFolder, result:
     folder.forget("irn")
     start = time.perf_counter()
     init_state = None
-    if config.irn.weights == "same":
-        if config.irn.backbone != config.cam.backbone:
-            raise DataError(
-                f"irn.weights='same' reuses the PCAM backbone ({config.cam.backbone}), but irn.backbone is "
-                f"{config.irn.backbone}; use the same backbone or other irn.weights."
-            )
+    if config.irn.weights == "same":  # check_encoders made sure the encoders agree
         init_state = result.pcam.model.backbone.state_dict()
     trained = yield from train_irn(data.images, result.cams, config.irn, config.affinity,
                                    device=config.runtime.device, seed=config.runtime.seed, init_backbone_state=init_state,

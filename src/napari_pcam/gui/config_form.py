@@ -3,6 +3,8 @@
 Each row names a config section and field, a label and widget options; the widget's initial value is
 the preset's (the paper's defaults, or the light ``sample`` preset). Reading the form replaces those
 fields in the preset with ``dataclasses.replace`` so every value is checked by core's ``__post_init__``.
+Rows of the section ``choices`` are the user choices that span several stages (the encoder):
+they go through core's :func:`~napari_pcam.core.choices.apply_choices`, the mapping the CLI uses too.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox, Widget
 
-from ..core.config import BACKBONE_NAMES, DEVICE_NAMES, PipelineConfig
+from ..core.choices import apply_choices
+from ..core.config import DEVICE_NAMES, PipelineConfig
+from ..core.models.encoders import ENCODER_NAMES
 
 _PROB = {"min": 0.0, "max": 1.0, "step": 0.01}
 _LR = {"min": 1e-6, "max": 10.0, "step": 1e-4}
 _CROP = {"min": 32, "max": 4096, "step": 16}
 
 MAIN_FIELDS: list[tuple[str, str, str, dict[str, Any]]] = [
-    ("cam", "backbone", "backbone", {"choices": BACKBONE_NAMES}),
+    ("choices", "encoder", "encoder", {"choices": ENCODER_NAMES}),
     ("runtime", "device", "device", {"choices": DEVICE_NAMES}),
     ("cam", "epochs", "PCAM epochs", {"min": 1, "max": 100000}),
     ("irn", "epochs", "IRNet epochs", {"min": 1, "max": 100000}),
@@ -53,9 +57,19 @@ ADVANCED_FIELDS: list[tuple[str, str, str, dict[str, Any]]] = [
 ]
 
 
+def _choices(config: PipelineConfig) -> dict[str, Any]:
+    """The current values of the ``choices`` rows (as :func:`apply_choices` names them)."""
+    return {"encoder": config.cam.backbone}
+
+
+def _value(config: PipelineConfig, section: str, name: str) -> Any:
+    return _choices(config)[name] if section == "choices" else getattr(getattr(config, section), name)
+
+
 def _widget(value: Any, label: str, options: dict[str, Any]) -> Widget:
     if "choices" in options:
-        return ComboBox(value=value, label=label, choices=options["choices"])
+        choices = tuple(options["choices"])
+        return ComboBox(value=value, label=label, choices=choices if value in choices else (*choices, value))
     if isinstance(value, bool):
         return CheckBox(value=value, label=label)
     if isinstance(value, int):
@@ -75,8 +89,7 @@ class ConfigForm:
         self.fields = fields
         self.widgets: dict[tuple[str, str], Widget] = {}
         for section, name, label, options in fields:
-            value = getattr(getattr(config, section), name)
-            self.widgets[(section, name)] = _widget(value, label, options)
+            self.widgets[(section, name)] = _widget(_value(config, section, name), label, options)
         self.container = Container(widgets=list(self.widgets.values()))
 
     def __getitem__(self, key: str) -> Widget:
@@ -86,12 +99,16 @@ class ConfigForm:
     def load(self, config: PipelineConfig) -> None:
         """Show the values of ``config``."""
         for (section, name), widget in self.widgets.items():
-            widget.value = getattr(getattr(config, section), name)
+            value = _value(config, section, name)
+            if isinstance(widget, ComboBox) and value not in widget.choices:  # e.g. a weights file of a config
+                widget.choices = (*widget.choices, value)
+            widget.value = value
 
     def apply(self, config: PipelineConfig) -> PipelineConfig:
         """``config`` with the form's values (raises core's ConfigError on invalid combinations)."""
         changes: dict[str, dict[str, Any]] = {}
         for (section, name), widget in self.widgets.items():
             changes.setdefault(section, {})[name] = widget.value
+        choices = changes.pop("choices", {})
         sections = {s: dataclasses.replace(getattr(config, s), **kv) for s, kv in changes.items()}
-        return dataclasses.replace(config, **sections)
+        return apply_choices(dataclasses.replace(config, **sections), **choices)

@@ -14,7 +14,6 @@ Fine-tuning passes the current PCAM to the same pipeline (``init``); its results
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import tempfile
 import time
@@ -29,6 +28,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 from ..core.config import PipelineConfig
 from ..core.errors import ConfigError, DataError, PcamError
 from ..core.pipeline import STAGES, RunData
+from ..core.choices import apply_choices
 from ..core.presets import get_preset
 from .annotation import CHANNEL_CHOICES
 from .classes import get_classes
@@ -129,13 +129,9 @@ class TrainingWidget(QWidget):
         if weights == "file":
             path = str(self.weights_file.value or "")
             if path in ("", ".") or not Path(path).is_file():
-                raise ConfigError("weights = file: choose an existing .pth file of the ResNet weights.")
+                raise ConfigError("weights = file: choose an existing .pth file of the encoder's weights.")
             weights = path
-        return dataclasses.replace(
-            config,
-            cam=dataclasses.replace(config.cam, weights=weights),
-            deeplab=dataclasses.replace(config.deeplab, weights=weights),
-        )
+        return apply_choices(config, weights=weights)
 
     # -- training ----------------------------------------------------------------------------------------
     def train(self) -> None:

@@ -1,4 +1,4 @@
-"""The CAM classifier of IRNet/PCAM: ResNet features, a bias-free 1x1 classifier and global average pooling.
+"""The CAM classifier of IRNet/PCAM: encoder features, a bias-free 1x1 classifier and global average pooling.
 
 Because the classifier is linear and has no bias, the global average of the map before the ReLU equals
 the logits, so one forward pass gives both the image-level scores and the class activation maps
@@ -11,41 +11,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone
+from .encoders import Encoder
 
 
 class CamNet(nn.Module):
-    """ResNet (output stride 16) + ``Conv2d(channels, num_classes, 1, bias=False)``.
+    """Encoder (output stride 16, last stride removed) + ``Conv2d(channels, num_classes, 1, bias=False)``.
 
     Args:
-        backbone: Registry name of the ResNet.
-        weights: 'imagenet', 'none' or a path to a torchvision ResNet state dict.
+        backbone: Encoder registry name (see :data:`~napari_pcam.core.models.encoders.ENCODERS`).
+        weights: 'imagenet', 'none' or a path to a state dict of that encoder.
         in_channels: Image channels.
         num_classes: Foreground classes (background has no map).
 
-    With pretrained weights the stem, layer1 and layer2 are frozen (IRNet detaches after layer2) and
-    BatchNorm statistics stay fixed; from scratch everything trains.
+    With pretrained weights the stages up to stride 8 are frozen (IRNet detaches after ResNet's layer2)
+    and BatchNorm statistics stay fixed; from scratch everything trains.
     """
 
     def __init__(self, *, backbone: str = "resnet50", weights: str = "imagenet", in_channels: int = 3, num_classes: int):
         super().__init__()
-        self.backbone = Backbone(name=backbone, weights=weights, in_channels=in_channels)
+        self.backbone = Encoder(name=backbone, weights=weights, in_channels=in_channels)
         self.classifier = nn.Conv2d(self.backbone.channels[-1], num_classes, 1, bias=False)
         self.num_classes = num_classes
         if self.backbone.pretrained:
-            for module in (self.backbone.stem, self.backbone.layer1, self.backbone.layer2):
-                for p in module.parameters():
-                    p.requires_grad_(False)
+            self.backbone.freeze_stages()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """float32 B x C x H x W -> B x F x ceil(H/16) x ceil(W/16) last-stage features."""
-        b = self.backbone
-        if b.pretrained:
-            with torch.no_grad():
-                x = b.layer2(b.layer1(b.stem(x)))
-        else:
-            x = b.layer2(b.layer1(b.stem(x)))
-        return b.layer4(b.layer3(x))
+        return self.backbone(x)[-1]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (logits B x K, raw maps B x K x h x w before ReLU); logits = spatial mean of the maps."""

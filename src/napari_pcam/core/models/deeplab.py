@@ -1,12 +1,13 @@
-"""DeepLabv3+ on the ResNet backbone registry, the final segmentation network of the chain.
+"""DeepLabv3+ on the encoder registry, the final segmentation network of the chain.
 
 Chen, Zhu, Papandreou, Schroff & Adam, "Encoder-Decoder with Atrous Separable Convolution for Semantic
 Image Segmentation" (DeepLabv3+), ECCV 2018; the PCAM paper (McEver & Manjunath, section 3.3) trains it
 on the refined pseudo labels.
 
-Layout (output stride 16): a ResNet whose layer4 uses dilation 2 instead of stride 2; ASPP with rates
-6, 12, 18 plus image pooling (torchvision's :class:`~torchvision.models.segmentation.deeplabv3.ASPP`, 256
-channels); the stride-4 layer1 features projected to 48 channels and concatenated with the upsampled ASPP
+Layout (output stride 16): an encoder whose last stage uses dilation instead of its stride (ResNet:
+layer4 with dilation 2); ASPP with rates 6, 12, 18 plus image pooling
+(torchvision's :class:`~torchvision.models.segmentation.deeplabv3.ASPP`, 256 channels); the last stride-4
+features (ResNet's layer1) projected to 48 channels and concatenated with the upsampled ASPP
 output; two 3x3 convolutions of 256 channels; a 1x1 classifier; bilinear upsampling to the input size.
 Plain convolutions are used (the paper's Xception variant uses separable ones); with ResNet-50 the model
 has 40.4 M parameters for 21 classes, in line with published DeepLabv3+ R50 models (about 40 M).
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from .backbones import Backbone
+from .encoders import Encoder
 
 ASPP_RATES = (6, 12, 18)
 ASPP_CHANNELS = 256
@@ -39,7 +40,7 @@ class DeepLabDecoder(nn.Module):
     """DeepLabv3+ decoder: fuse stride-16 ASPP features with projected stride-4 features.
 
     Args:
-        low_level_channels: Channels of the stride-4 backbone features (layer1).
+        low_level_channels: Channels of the stride-4 encoder features (ResNet's layer1).
         num_classes: Output classes, background included.
     """
 
@@ -60,11 +61,11 @@ class DeepLabDecoder(nn.Module):
 
 
 class DeepLabV3Plus(nn.Module):
-    """DeepLabv3+ with a ResNet encoder at output stride 16.
+    """DeepLabv3+ with an encoder at output stride 16.
 
     Args:
-        backbone: Registry name ('resnet18', 'resnet34', 'resnet50', 'resnet101').
-        weights: 'imagenet', 'none' or a path to a torchvision ResNet state dict (encoder only).
+        backbone: Encoder registry name (see :data:`~napari_pcam.core.models.encoders.ENCODERS`).
+        weights: 'imagenet', 'none' or a path to a state dict of that encoder.
         in_channels: Image channels.
         num_classes: Output classes, background included (K).
         freeze_bn: Freeze the encoder's BatchNorm. False (default) fine-tunes it, as the DeepLab papers do
@@ -84,12 +85,13 @@ class DeepLabV3Plus(nn.Module):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes={num_classes!r} must be an integer >= 2 (background + one class).")
-        self.encoder = Backbone(
+        self.encoder = Encoder(
             name=backbone, weights=weights, in_channels=in_channels, dilate_last=True, freeze_bn=freeze_bn
         )
         channels = self.encoder.channels
+        self.low_level = self.encoder.stage_index(4)
         self.aspp = ASPP(channels[4], list(ASPP_RATES), ASPP_CHANNELS)
-        self.decoder = DeepLabDecoder(low_level_channels=channels[1], num_classes=num_classes)
+        self.decoder = DeepLabDecoder(low_level_channels=channels[self.low_level], num_classes=num_classes)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self._init_head()
@@ -111,7 +113,7 @@ class DeepLabV3Plus(nn.Module):
         return [p for p in [*self.aspp.parameters(), *self.decoder.parameters()] if p.requires_grad]
 
     def encoder_parameters(self) -> list[nn.Parameter]:
-        """Trainable parameters of the ResNet encoder."""
+        """Trainable parameters of the encoder."""
         return [p for p in self.encoder.parameters() if p.requires_grad]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,7 +122,7 @@ class DeepLabV3Plus(nn.Module):
         The ASPP image-pooling branch has BatchNorm on 1 x 1 maps, so training needs batches of 2 or more.
         """
         feats = self.encoder(x)
-        logits = self.decoder(self.aspp(feats[4]), feats[1])
+        logits = self.decoder(self.aspp(feats[4]), feats[self.low_level])
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 

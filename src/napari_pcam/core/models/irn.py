@@ -1,6 +1,7 @@
-"""IRNet's inter-pixel relation network (Ahn et al., CVPR 2019) on the shared :class:`Backbone`.
+"""IRNet's inter-pixel relation network (Ahn et al., CVPR 2019) on the shared :class:`Encoder`.
 
-Two branches read the five backbone stages (strides 4, 4, 8, 16, 16):
+Two branches read the five encoder stages (ResNet strides 4, 4, 8, 16, 16; stages finer than stride 4,
+such as EfficientNet's stride-2 stem, are average-pooled to stride 4):
 
 * class boundary: each stage -> 1x1 conv to 32 channels, GroupNorm(4), ReLU, upsampled to stride 4,
   concatenated (160 channels) -> 1x1 conv to one boundary logit;
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone
+from .encoders import Encoder
 
 EDGE_CHANNELS = 32
 DISP_CHANNELS = (64, 128, 256, 256, 256)
@@ -29,14 +30,19 @@ def _head(cin: int, cout: int) -> nn.Sequential:
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    """Bilinear upsampling, area averaging when shrinking."""
+    if x.shape[-2:] == size:
+        return x
+    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(x, size)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class IrnNet(nn.Module):
-    """Boundary and displacement branches on a ResNet backbone.
+    """Boundary and displacement branches on an encoder.
 
     Args:
-        backbone: Backbone registry name.
+        backbone: Encoder registry name.
         weights: Backbone weights ('imagenet', 'none' or a path).
         in_channels: Image channels.
         displacement: Build the displacement branch (needed for instance masks).
@@ -53,7 +59,7 @@ class IrnNet(nn.Module):
         freeze_backbone: bool = True,
     ):
         super().__init__()
-        self.backbone = Backbone(name=backbone, weights=weights, in_channels=in_channels)
+        self.backbone = Encoder(name=backbone, weights=weights, in_channels=in_channels)
         self.freeze_backbone = freeze_backbone
         self.has_displacement = displacement
         ch = self.backbone.channels
@@ -94,7 +100,7 @@ class IrnNet(nn.Module):
                 feats = [f.detach() for f in self.backbone(x)]
         else:
             feats = self.backbone(x)
-        size = tuple(feats[0].shape[-2:])
+        size = tuple(feats[self.backbone.stage_index(4)].shape[-2:])
         edge = torch.cat([_resize(h(f), size) for h, f in zip(self.edge_heads, feats)], 1)
         edge = self.edge_out(edge)
         if not self.has_displacement:
@@ -102,7 +108,7 @@ class IrnNet(nn.Module):
         dps = [h(f) for h, f in zip(self.dp_heads, feats)]
         mid = tuple(dps[2].shape[-2:])
         deep = self.dp_deep(torch.cat([dps[2], _resize(dps[3], mid), _resize(dps[4], mid)], 1))
-        disp = self.dp_out(torch.cat([dps[0], _resize(dps[1], size), _resize(deep, size)], 1))
+        disp = self.dp_out(torch.cat([_resize(dps[0], size), _resize(dps[1], size), _resize(deep, size)], 1))
         if not self.training:
             disp = disp - self.dp_mean.view(1, 2, 1, 1)
         return edge, disp

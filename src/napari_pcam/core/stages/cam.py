@@ -70,13 +70,13 @@ class TrainedCam:
 def _load_state(model: CamNet, state: dict, *, pretrained: bool, path) -> None:
     if pretrained:  # rebuild the frozen parts exactly as they were trained
         model.backbone.pretrained = True
-        for module in (model.backbone.stem, model.backbone.layer1, model.backbone.layer2):
-            for p in module.parameters():
-                p.requires_grad_(False)
+        model.backbone.freeze_stages()
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit its declared network: {exc}") from exc
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit its declared network (encoder {model.backbone.name}): {exc}"
+        ) from exc
 
 
 def point_loss(
@@ -290,6 +290,11 @@ def _build_model(images: ImageStack, points: PointAnnotations, config: CamConfig
             raise DataError(
                 f"cannot fine-tune: the model was trained for classes {list(init.class_names)}, the points declare "
                 f"{list(points.class_names)}. Train from scratch or use the same classes."
+            )
+        if init.model.backbone.name != config.backbone:
+            raise DataError(
+                f"cannot fine-tune: the model was trained with encoder {init.model.backbone.name!r}, the settings ask "
+                f"for {config.backbone!r}. Choose {init.model.backbone.name!r} or train from scratch."
             )
         if init.model.backbone.in_channels != images.channels:
             raise DataError(

@@ -1,0 +1,67 @@
+"""One mapping from a user's choices (CLI options, the Train widget's fields) to a :class:`PipelineConfig`.
+
+The encoder is one choice for the whole chain: PCAM, IRNet and DeepLabv3+ get the same one, so IRNet's
+``weights='same'`` (reuse the trained PCAM encoder) always fits. Weights apply to the networks that load
+their own (PCAM, DeepLabv3+, and IRNet unless it reuses the PCAM's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .config import PipelineConfig
+from .errors import ConfigError
+from .models.encoders import check_encoder
+
+
+def apply_choices(
+    config: PipelineConfig,
+    *,
+    encoder: str | None = None,
+    weights: str | None = None,
+    alpha: float | None = None,
+    cam_epochs: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+) -> PipelineConfig:
+    """``config`` with the given choices (None keeps a value); every value is checked.
+
+    Raises:
+        ConfigError: an unknown encoder (the message lists the registered ones) or an invalid value.
+    """
+    cam, irn, deeplab, runtime = config.cam, config.irn, config.deeplab, config.runtime
+    if encoder is not None:
+        check_encoder("encoder", encoder)
+        cam = dataclasses.replace(cam, backbone=encoder)
+        irn = dataclasses.replace(irn, backbone=encoder)
+        deeplab = dataclasses.replace(deeplab, backbone=encoder)
+    if weights is not None:
+        cam = dataclasses.replace(cam, weights=weights)
+        deeplab = dataclasses.replace(deeplab, weights=weights)
+        if irn.weights != "same":
+            irn = dataclasses.replace(irn, weights=weights)
+    if alpha is not None:
+        cam = dataclasses.replace(cam, alpha=alpha)
+    if cam_epochs is not None:
+        cam = dataclasses.replace(cam, epochs=cam_epochs)
+    if device is not None:
+        runtime = dataclasses.replace(runtime, device=device)
+    if seed is not None:
+        runtime = dataclasses.replace(runtime, seed=seed)
+    return dataclasses.replace(config, cam=cam, irn=irn, deeplab=deeplab, runtime=runtime)
+
+
+def check_encoders(config: PipelineConfig) -> None:
+    """Every stage's encoder is registered, and IRNet's ``weights='same'`` has the PCAM's encoder.
+
+    Raises:
+        ConfigError: naming the field and the valid encoders, before any stage runs.
+    """
+    check_encoder("cam.backbone", config.cam.backbone)
+    check_encoder("irn.backbone", config.irn.backbone)
+    check_encoder("deeplab.backbone", config.deeplab.backbone)
+    if config.irn.weights == "same" and config.irn.backbone != config.cam.backbone:
+        raise ConfigError(
+            f"irn.weights='same' reuses the PCAM encoder ({config.cam.backbone}), but irn.backbone is "
+            f"{config.irn.backbone}; use the same encoder (--backbone sets all three) or other irn.weights."
+        )
