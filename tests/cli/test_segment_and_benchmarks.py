@@ -77,9 +77,24 @@ def test_chain_benchmark_needs_masks(run_data, tmp_path, tiny_pipeline):
         drain(benchmark_chain(RunData(run_data.images, run_data.points), tiny_pipeline, tmp_path))
 
 
-def test_throughput_benchmark_cli(tmp_path, capsys):
-    assert main(["benchmark", "throughput", "--backbones", "resnet18", "--size", "64", "--batch", "2",
+@pytest.mark.parametrize("encoder", ["resnet18", "efficientnet_lite0"])
+def test_throughput_benchmark_cli(tmp_path, capsys, encoder):
+    assert main(["benchmark", "throughput", "--backbones", encoder, "--size", "64", "--batch", "2",
                  "--steps", "1", "--json", str(tmp_path / "t.json")]) == 0
     rows = json.loads((tmp_path / "t.json").read_text())
-    assert rows[0]["backbone"] == "resnet18" and rows[0]["pcam_images_per_s"] > 0 and rows[0]["overhead_ratio"] > 0
-    assert "| resnet18 |" in capsys.readouterr().out
+    assert rows[0]["backbone"] == encoder and rows[0]["pcam_images_per_s"] > 0 and rows[0]["overhead_ratio"] > 0
+    assert f"| {encoder} |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "efficientnet_lite0"])
+def test_bare_throughput_model_is_the_library_s_own_at_stride_16(encoder):
+    import torch
+
+    from napari_pcam.benchmarks.throughput import bare_model
+    from napari_pcam.core.models.encoders import Encoder
+
+    bare = bare_model(encoder)
+    assert not any(isinstance(m, Encoder) for m in bare.modules())
+    assert bare(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+    ours = sum(p.numel() for p in Encoder(name=encoder, weights="none").parameters())
+    assert ours <= sum(p.numel() for p in bare.parameters()) <= ours * 1.01 + 4096

@@ -15,10 +15,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Benchmarks that print tables/JSON; see each one's --help.")
     bsub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     bsub.required = True
-    t = bsub.add_parser("throughput", help="PCAM training images/s vs a bare torchvision forward+backward",
-                        description="Images/s of PCAM training and of a bare torchvision ResNet forward+backward "
-                        "with the same input size and batch, on the CPU, and their ratio.")
-    t.add_argument("--backbones", default="resnet18,resnet50", help="comma-separated backbones")
+    t = bsub.add_parser("throughput", help="PCAM training images/s vs a bare torchvision/timm forward+backward",
+                        description="Images/s of PCAM training and of the encoder's bare torchvision or timm "
+                        "model forward+backward with the same input size and batch, on the CPU, and their ratio.")
+    t.add_argument("--backbones", default="resnet18,resnet50,efficientnet_lite0",
+                   help="comma-separated encoders (see --backbone of run)")
     t.add_argument("--size", type=int, default=256, help="input side in pixels (multiple of 16)")
     t.add_argument("--batch", type=int, default=8, help="images per step")
     t.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
