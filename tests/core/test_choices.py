@@ -43,3 +43,10 @@ def test_irn_reusing_the_pcam_encoder_needs_the_same_one(tiny_pipeline):
     bad = dataclasses.replace(tiny_pipeline, irn=dataclasses.replace(tiny_pipeline.irn, backbone="resnet34"))
     with pytest.raises(ConfigError, match="irn.weights='same' reuses the PCAM encoder"):
         check_encoders(bad)
+
+
+def test_a_run_that_stops_early_checks_only_the_networks_it_builds(tiny_pipeline):
+    bad = dataclasses.replace(tiny_pipeline, irn=dataclasses.replace(tiny_pipeline.irn, backbone="vgg16"))
+    check_encoders(bad, ("cam",))
+    with pytest.raises(ConfigError, match="irn.backbone='vgg16'"):
+        check_encoders(bad, ("cam", "irn"))

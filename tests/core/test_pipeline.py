@@ -25,14 +25,17 @@ def finished(run_data, tmp_path_factory, tiny_pipeline):
 
 def test_every_stage_runs_and_writes_its_files(finished):
     out, result, stages = finished
-    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s][:8] == [
-        "pcam", "cams", "val_cams", "irn", "irn_displacement", "refined", "val_refined", "deeplab"]
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s][:11] == [
+        "pcam", "cams", "check", "val_cams", "irn", "irn_displacement", "refined", "check", "val_refined",
+        "deeplab", "final"]
     for sub in ("pcam", "pcam_labels", "refined", "final", "val_refined", "val_final"):
         assert len(list((out / sub).glob("*.tif"))) == (2 if sub.startswith("val_") else 3), sub
     assert len(list((out / "val_cams").glob("*.npz"))) == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["train"]) == {"pcam", "refined", "final"}
     assert set(metrics["val"]) == {"pcam", "refined", "final"}, "held-out rows of every stage, as the paper's"
+    assert set(metrics["clicks"]) == {"pcam", "refined", "final"}
+    assert all(0 <= c["balanced"] <= 100 for c in metrics["clicks"].values())
     assert all(0 <= v <= 100 for v in [*metrics["train"].values(), *metrics["val"].values()])
     assert {"pcam", "cams", "val_cams", "irn", "refined", "val_refined", "deeplab", "final"} <= set(metrics["seconds"])
     assert result.final[0].shape == (64, 64) and result.final[0].dtype == np.uint8
@@ -171,3 +174,27 @@ def test_the_chain_runs_with_a_timm_encoder(run_data, tmp_path, tiny_pipeline):
     assert result.irn.model.backbone.name == "efficientnet_lite0"
     bundle = load_bundle(tmp_path / "run" / "model")
     assert np.array_equal(bundle.segmenter.predict(run_data.images.images[0]), result.final[0])
+
+
+def test_clicks_override_the_pseudo_labels_deeplab_trains_on(run_data, tmp_path, tiny_pipeline, monkeypatch):
+    import dataclasses
+
+    from napari_pcam.core import pipeline
+    from napari_pcam.core.click_scores import clicked_labels
+
+    seen = {}
+    real = pipeline.train_deeplab
+
+    def spy(images, labels, *a, **k):
+        seen["labels"] = [labels[i] for i in range(len(labels))]
+        return (yield from real(images, labels, *a, **k))
+
+    monkeypatch.setattr(pipeline, "train_deeplab", spy)
+    config = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(tiny_pipeline.deeplab, click_override=True,
+                                                                            click_radius=0))
+    result = drain(run_pipeline(run_data, config, tmp_path / "run", until="deeplab"))
+    for i, lab in enumerate(seen["labels"]):
+        yx, cls = run_data.points.for_image(i)
+        assert np.array_equal(clicked_labels(lab, yx), cls)
+        changed = lab != result.refined[i]
+        assert changed.sum() <= len(cls)

@@ -9,9 +9,10 @@ from pathlib import Path
 from ..core.data.points import read_points_csv
 from ..core.data.readers import read_image_folder, read_masks
 from ..core.errors import DataError
+from ..core.io import check_writable_folder
 from ..core.pipeline import STAGES, RunData, run_pipeline
-from .common import (add_config_options, add_sample_variant_option, distributed_session, drain_with_tqdm, require,
-                     resolve_config)
+from .common import (add_config_options, add_sample_variant_option, add_stack_options, distributed_session,
+                     drain_with_tqdm, require, resolve_config, stack_options)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "checkpoints, config.toml, run.json and, with masks, metrics.json. Reruns resume finished stages.",
     )
     p.add_argument("--images", type=Path, help="folder of training images (TIFF, PNG, JPEG)")
-    p.add_argument("--points", type=Path, help="points CSV: image,y,x,class (class 0 = background)")
+    p.add_argument("--points", type=Path, help="points CSV: image,y,x,class or image,z,y,x,class for slices of "
+                                               "stacks (class 0 = background)")
     p.add_argument("--masks", type=Path, help="folder of ground-truth label images for evaluation")
     p.add_argument("--val-images", type=Path, help="held-out images (evaluation only)")
     p.add_argument("--val-masks", type=Path, help="masks of the held-out images")
@@ -35,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="recompute stale stages / write into a foreign folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_options(p)
+    add_stack_options(p)
     p.set_defaults(func=main, torchrun=True)
 
 
@@ -48,12 +51,14 @@ def load_run_data(args: argparse.Namespace) -> RunData:
         variant = getattr(args, "sample_variant", "default")
         train, val = load_sample("train", variant), load_sample("val", variant)
         return RunData(train.images, train.points, train.masks, val.images, val.masks)
-    images = read_image_folder(require(args.images, "a folder of images", "--images"))
+    axes = stack_options(args)
+    images = read_image_folder(require(args.images, "a folder of images", "--images"), **axes)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    points = read_points_csv(require(args.points, "a points CSV", "--points"), images.names, classes)
-    masks = read_masks(args.masks, images.names) if args.masks else None
-    val_images = read_image_folder(args.val_images) if args.val_images else None
-    val_masks = read_masks(args.val_masks, val_images.names) if args.val_masks and val_images else None
+    points = read_points_csv(require(args.points, "a points CSV", "--points"), images.names, classes,
+                             sources=images.sources)
+    masks = read_masks(args.masks, images.names, images.sources) if args.masks else None
+    val_images = read_image_folder(args.val_images, **axes) if args.val_images else None
+    val_masks = read_masks(args.val_masks, val_images.names, val_images.sources) if args.val_masks and val_images else None
     if args.val_masks and val_images is None:
         raise DataError("--val-masks needs --val-images.")
     return RunData(images, points, masks, val_images, val_masks)
@@ -61,6 +66,7 @@ def load_run_data(args: argparse.Namespace) -> RunData:
 
 def main(args: argparse.Namespace) -> int:
     config = resolve_config(args, default_preset="sample" if args.sample else "paper")
+    check_writable_folder(args.out)  # before reading or training anything; creates nothing
     data = load_run_data(args)
     start = time.perf_counter()
     with distributed_session(config.runtime.device) as main_rank:  # several processes under torchrun
@@ -73,14 +79,13 @@ def main(args: argparse.Namespace) -> int:
 
 
 def print_summary(metrics: dict, total: float, out: Path) -> None:
-    """A small table: stage, seconds, train/val mIoU."""
+    """A small table: stage, seconds, train/val mIoU, class-balanced accuracy at the clicks."""
     seconds = metrics.get("seconds", {})
     train, val = metrics.get("train", {}), metrics.get("val", {})
+    clicks = {s: c["balanced"] for s, c in metrics.get("clicks", {}).items()}
     rows = sorted(set(seconds) | set(train) | set(val), key=lambda s: list(seconds).index(s) if s in seconds else 99)
-    print(f"\n{'stage':<10} {'seconds':>9} {'train mIoU':>11} {'val mIoU':>9}")
+    print(f"\n{'stage':<11} {'seconds':>9} {'train mIoU':>11} {'val mIoU':>9} {'clicks %':>9}")
     for s in rows:
-        sec = f"{seconds[s]:.1f}" if s in seconds else "-"
-        tr = f"{train[s]:.1f}" if s in train else "-"
-        va = f"{val[s]:.1f}" if s in val else "-"
-        print(f"{s:<10} {sec:>9} {tr:>11} {va:>9}")
+        cells = [f"{d[s]:.1f}" if d.get(s) is not None else "-" for d in (seconds, train, val, clicks)]
+        print(f"{s:<11} {cells[0]:>9} {cells[1]:>11} {cells[2]:>9} {cells[3]:>9}")
     print(f"total {total:.1f} s; results in {out}")

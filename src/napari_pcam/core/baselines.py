@@ -17,6 +17,7 @@ from typing import Generator, Sequence
 import numpy as np
 from skimage.feature import multiscale_basic_features
 
+from .click_scores import paint_clicks
 from .data.images import ImageStack, normalise_image
 from .data.points import PointAnnotations
 from .errors import DataError
@@ -39,22 +40,7 @@ def points_to_sparse_labels(
     Returns:
         uint8 H x W per image: the click's class at labelled pixels, 255 elsewhere.
     """
-    if radius < 0:
-        raise ValueError(f"radius={radius} must be >= 0.")
-    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    disc = dy**2 + dx**2 <= radius**2
-    offsets = np.stack([dy[disc], dx[disc]], axis=1)
-    out = []
-    for i, (h, w) in enumerate(shapes):
-        lab = np.full((h, w), IGNORE, np.uint8)
-        yx, cls = points.for_image(i)
-        centres = np.clip(np.rint(yx).astype(np.int64), 0, [h - 1, w - 1])
-        for (y, x), c in zip(centres, cls):
-            py, px = y + offsets[:, 0], x + offsets[:, 1]
-            keep = (py >= 0) & (py < h) & (px >= 0) & (px < w)
-            lab[py[keep], px[keep]] = c
-        out.append(lab)
-    return out
+    return paint_clicks([np.full(shape, IGNORE, np.uint8) for shape in shapes], points, radius=radius)
 
 
 def pixel_features(image: np.ndarray, *, sigma_max: float = 16.0) -> np.ndarray:

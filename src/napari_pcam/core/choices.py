@@ -51,16 +51,19 @@ def apply_choices(
     return dataclasses.replace(config, cam=cam, irn=irn, deeplab=deeplab, runtime=runtime)
 
 
-def check_encoders(config: PipelineConfig) -> None:
-    """Every stage's encoder is registered, and IRNet's ``weights='same'`` has the PCAM's encoder.
+def check_encoders(config: PipelineConfig, networks: tuple[str, ...] = ("cam", "irn", "deeplab")) -> None:
+    """The encoders of these networks are registered, and IRNet's ``weights='same'`` has the PCAM's encoder.
+
+    Args:
+        config: The settings.
+        networks: The config sections whose networks will be built (a run that stops early builds fewer).
 
     Raises:
         ConfigError: naming the field and the valid encoders, before any stage runs.
     """
-    check_encoder("cam.backbone", config.cam.backbone)
-    check_encoder("irn.backbone", config.irn.backbone)
-    check_encoder("deeplab.backbone", config.deeplab.backbone)
-    if config.irn.weights == "same" and config.irn.backbone != config.cam.backbone:
+    for section in networks:
+        check_encoder(f"{section}.backbone", getattr(config, section).backbone)
+    if "irn" in networks and config.irn.weights == "same" and config.irn.backbone != config.cam.backbone:
         raise ConfigError(
             f"irn.weights='same' reuses the PCAM encoder ({config.cam.backbone}), but irn.backbone is "
             f"{config.irn.backbone}; use the same encoder (--backbone sets all three) or other irn.weights."

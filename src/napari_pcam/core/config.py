@@ -309,6 +309,9 @@ class DeepLabConfig:
             paper's DeepLabv3+, so off by default and in the sample preset (``docs/sample_crf.toml``
             turns it on).
         min_steps: Lower bound on the number of optimiser steps.
+        click_override: Train on the pseudo labels with every click's disc set to the click's class (a
+            pseudo label that contradicts a click is wrong by definition). Not in the paper, so off by default.
+        click_radius: Radius of that disc in pixels (0 = the clicked pixel only).
     """
 
     backbone: str = "resnet50"
@@ -330,9 +333,12 @@ class DeepLabConfig:
     test_flip: bool = False
     crf: bool = False
     min_steps: int = 0
+    click_override: bool = False
+    click_radius: int = 2
 
     def __post_init__(self) -> None:
         _check_encoder_name("deeplab.backbone", self.backbone)
+        _check_range("deeplab.click_radius", self.click_radius, 0, 1000)
         _check_weights("deeplab.weights", self.weights)
         _check_range("deeplab.lr", self.lr, 0.0, 10.0, lo_open=True)
         _check_range("deeplab.momentum", self.momentum, 0.0, 0.999)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 
 from . import distributed
 from .choices import check_encoders
+from .click_scores import click_scores, painted, stage_warnings
 from .config import PipelineConfig, to_dict
 from .data.cams import CamMaps
 from .data.images import ImageStack
@@ -154,7 +156,8 @@ def run_pipeline(
     if until not in STAGES:
         raise DataError(f"until={until!r} is not a stage; choose one of {', '.join(STAGES)}.")
     last = STAGES.index(until)
-    check_encoders(config)
+    check_encoders(config, ("cam",) + (("irn",) if last >= STAGES.index("irn") else ())
+                   + (("deeplab",) if last >= STAGES.index("deeplab") else ()))
     folder = RunFolder(out, force=force)
     if distributed.is_main():
         config.save(folder.path("config.toml"))
@@ -167,8 +170,9 @@ def run_pipeline(
     k = fingerprint(k, to_dict(config.cam_inference))
     result.cams = yield from _stage_cams(data, config, folder, result.pcam, k)
     thr = config.cam_inference.bg_threshold
+    pcam_labels = LazySequence(result.cams, lambda c: c.labels(thr))
+    yield from _check_clicks(folder, result, data.points, "pcam", pcam_labels)
     if data.masks is not None:
-        pcam_labels = LazySequence(result.cams, lambda c: c.labels(thr))
         _update_metrics(folder, result, "train", "pcam", evaluate(data.masks, pcam_labels, names))
     k_val = None
     if held_out_rows and data.val_images is not None:
@@ -191,6 +195,8 @@ def run_pipeline(
                                          device=config.runtime.device)
 
     result.refined = yield from _stage_labels("refined", refiner(data.images, result.cams), data.images, folder, k)
+    if not config.random_walk.instances:
+        yield from _check_clicks(folder, result, data.points, "refined", result.refined)
     if data.masks is not None and not config.random_walk.instances:
         _update_metrics(folder, result, "train", "refined", evaluate(data.masks, result.refined, names))
     if k_val is not None and not config.random_walk.instances:
@@ -362,7 +368,10 @@ def _stage_deeplab(data: RunData, config: PipelineConfig, folder: RunFolder, res
         return load_segmenter(path, class_names=names, device=config.runtime.device)
     folder.forget("deeplab")
     start = time.perf_counter()
-    trained = yield from train_deeplab(data.images, result.refined, len(names), config.deeplab,
+    labels = result.refined
+    if config.deeplab.click_override:  # painted on access: VOC-sized label sets never sit in memory
+        labels = LazySequence(range(len(labels)), partial(painted, labels, data.points, config.deeplab.click_radius))
+    trained = yield from train_deeplab(data.images, labels, len(names), config.deeplab,
                                        device=config.runtime.device, seed=config.runtime.seed,
                                        amp=config.runtime.amp, class_names=names,
                                        num_workers=config.runtime.num_workers)
@@ -393,6 +402,7 @@ def _stage_final(data: RunData, config: PipelineConfig, folder: RunFolder, resul
         return lambda idx: predict_all(result.segmenter, images.subset(idx), config, stage)
 
     result.final = yield from _stage_labels("final", predict(data.images, "final"), data.images, folder, key)
+    yield from _check_clicks(folder, result, data.points, "final", result.final)
     if data.masks is not None:
         _update_metrics(folder, result, "train", "final", evaluate(data.masks, result.final, names))
     if data.val_images is not None:
@@ -407,6 +417,35 @@ def _stage_final(data: RunData, config: PipelineConfig, folder: RunFolder, resul
         folder.mark_done("bundle", key, 0.0)
 
 
+def _check_clicks(folder: RunFolder, result: RunResult, points: PointAnnotations, stage: str, labels: Sequence):
+    """Score a stage's training labels at the clicks (``metrics.json`` "clicks"), and warn when they look
+    degenerate (see :mod:`.click_scores`); yields one ``check`` record whose message carries the warnings.
+    The labels of every stage stay in their own folder, so a collapsed stage never hides the previous one's."""
+    scores = click_scores(labels, points)
+    clicks = result.metrics.setdefault("clicks", {})
+    previous = [(s, clicks[s]) for s in STAGES if s in clicks and STAGES.index(s) < STAGES.index(stage)]
+    clicks[stage] = scores
+    problems = stage_warnings(stage, scores, previous[-1] if previous else None)
+    for problem in problems:
+        warnings.warn(f"{problem} The previous stage's labels stay in the run folder.", StageWarning, stacklevel=2)
+    _write_metrics(folder, result)
+    yield Progress("check", 1, 1, message=" ".join(problems), metrics={"click_accuracy": scores["balanced"] or 0.0})
+
+
+class StageWarning(UserWarning):
+    """A stage's labels look degenerate at the clicks (one class everywhere, a clicked class lost, a collapse)."""
+
+
+def _write_metrics(folder: RunFolder, result: RunResult) -> None:
+    metrics = result.metrics
+    done = set(metrics.get("train", {})) | set(metrics.get("val", {})) | set(metrics.get("clicks", {}))
+    last = max(STAGES.index(s) for s in done if s in STAGES)
+    wanted = set(STAGES[: last + 1]) | ({"val_cams", "val_refined", "val_final"} if "val" in metrics else set())
+    metrics["seconds"] = {k: v for k, v in folder.seconds().items() if k in wanted}
+    if distributed.is_main():
+        atomic_write_text(folder.path("metrics.json"), json.dumps(metrics, indent=2) + "\n")
+
+
 def _update_metrics(folder: RunFolder, result: RunResult, split: str, stage: str, scores: dict) -> None:
     """Add one score to this invocation's metrics and rewrite ``metrics.json`` atomically.
 
@@ -418,9 +457,4 @@ def _update_metrics(folder: RunFolder, result: RunResult, split: str, stage: str
     metrics.setdefault("per_class", {}).setdefault(split, {})[stage] = {
         k: (None if v is None else round(v, 2)) for k, v in scores["per_class"].items()
     }
-    done = set(metrics.get("train", {})) | set(metrics.get("val", {}))
-    last = max(STAGES.index(s) for s in done if s in STAGES)
-    wanted = set(STAGES[: last + 1]) | ({"val_cams", "val_refined", "val_final"} if "val" in metrics else set())
-    metrics["seconds"] = {k: v for k, v in folder.seconds().items() if k in wanted}
-    if distributed.is_main():
-        atomic_write_text(folder.path("metrics.json"), json.dumps(metrics, indent=2) + "\n")
+    _write_metrics(folder, result)

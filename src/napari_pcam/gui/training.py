@@ -22,7 +22,7 @@ from pathlib import Path
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit
 from napari.layers import Image, Labels, Points
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..core.config import PipelineConfig
@@ -201,6 +201,10 @@ class TrainingWidget(QWidget):
 
     # -- worker callbacks (GUI thread) ---------------------------------------------------------------------
     def _on_progress(self, progress) -> None:
+        if progress.stage == "check":  # the pipeline's click check of a stage's labels
+            if progress.message:
+                show_warning(progress.message)
+            return
         if progress.stage != "pcam":
             self._mark_pcam_done()
         loss = f", loss {progress.loss:.4f}" if progress.loss is not None else ""

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from napari_pcam.core.click_scores import click_scores, paint_clicks, stage_warnings
+from napari_pcam.core.data.points import PointAnnotations
+
+NAMES = ("background", "cell", "dirt")
+
+
+def _points(image, yx, cls):
+    return PointAnnotations(np.array(image), np.array(yx, float), np.array(cls), NAMES)
+
+
+def test_scores_are_class_balanced_at_the_clicks():
+    labels = [np.zeros((8, 8), np.uint8)]
+    labels[0][4:, 4:] = 1
+    pts = _points([0, 0, 0, 0], [[0, 0], [1, 1], [2, 2], [5, 5]], [0, 0, 0, 1])
+    assert click_scores(labels, pts)["balanced"] == 100.0
+    pts = _points([0, 0, 0, 0], [[0, 0], [1, 1], [2, 2], [1, 7]], [0, 0, 0, 1])
+    scores = click_scores(labels, pts)
+    assert scores["per_class"] == {"background": 100.0, "cell": 0.0, "dirt": None}
+    assert scores["balanced"] == 50.0, "three right background clicks do not hide the missed cell"
+    assert scores["present"] == {"background": 1, "cell": 1, "dirt": 0} and scores["clicks"] == 4
+
+
+def test_one_class_everywhere_is_named():
+    pts = _points([0, 0], [[0, 0], [5, 5]], [0, 1])
+    problems = stage_warnings("final", click_scores([np.ones((8, 8), np.uint8)], pts))
+    assert any("labelled 'cell' only" in p for p in problems)
+    assert any("'background'" in p and "appear in no image" in p for p in problems)
+
+
+def test_a_clicked_class_that_is_almost_lost_is_named():
+    labels = np.zeros((20, 20), np.uint8)
+    labels[0, 0] = 1
+    pts = _points([0] * 12, [[10, i] for i in range(12)], [0] + [1] * 11)
+    problems = stage_warnings("refined", click_scores([labels], pts))
+    assert problems == ["refined: class(es) 'cell' (0.0% of its clicks) are almost lost."]
+
+
+def test_a_collapse_against_the_previous_stage_gives_both_numbers():
+    good, bad = {"balanced": 90.0}, {"balanced": 60.0}
+    base = {"per_class": {"background": 90.0}, "present": {"background": 1, "cell": 1}}
+    problems = stage_warnings("refined", {**base, **bad}, ("pcam", {**base, **good}))
+    assert problems == ["refined: click accuracy 60.0% is far below pcam's 90.0%."]
+    assert stage_warnings("refined", {**base, "balanced": 80.0}, ("pcam", {**base, **good})) == []
+
+
+def test_clicks_override_pseudo_labels_without_changing_them():
+    labels = [np.zeros((9, 9), np.uint8)]
+    pts = _points([0], [[4, 4]], [2])
+    out = paint_clicks(labels, pts, radius=1)
+    assert labels[0].max() == 0
+    assert out[0][3:6, 3:6].tolist() == [[0, 2, 0], [2, 2, 2], [0, 2, 0]]
+    with pytest.raises(ValueError, match="radius"):
+        paint_clicks(labels, pts, radius=-1)
