@@ -18,6 +18,7 @@ import torch
 
 from ..errors import DataError
 from ..models.encoders import IMAGENET_MEAN, IMAGENET_STD
+from .stacks import layout
 
 
 class LazyImages(Sequence):
@@ -68,11 +69,15 @@ class ImageStack:
 
     Attributes:
         images: Arrays ``H x W x C`` (sizes may differ between images), or :class:`LazyImages`.
-        names: One name per image (file name, or ``slice_0003`` for stacks).
+        names: One name per image (file name, ``cells_z003.tif`` for slice 3 of the file ``cells.tif``, or
+            ``slice_0003`` for slices of an array).
+        sources: (file name, slice index or None for a 2D file) of every image, where known (empty otherwise):
+            a points CSV addresses slices by them (``image,z,y,x,class``), ``segment`` writes stacks back.
     """
 
     images: list[np.ndarray] | LazyImages
     names: list[str] = field(default_factory=list)
+    sources: list[tuple[str, int | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.images, LazyImages):
@@ -84,6 +89,8 @@ class ImageStack:
             self.names = [f"image_{i:04d}" for i in range(len(self.images))]
         if len(self.names) != len(self.images):
             raise DataError(f"{len(self.names)} names for {len(self.images)} images.")
+        if self.sources and len(self.sources) != len(self.images):
+            raise DataError(f"{len(self.sources)} sources for {len(self.images)} images.")
         if len(set(self.names)) != len(self.names):
             raise DataError("image names must be unique.")
         fixed = []
@@ -146,38 +153,39 @@ class ImageStack:
         if indices == list(range(len(self))):
             return self
         names = [self.names[i] for i in indices]
+        sources = [self.sources[i] for i in indices] if self.sources else []
         if self.lazy:
-            return ImageStack(self.images.subset(indices), names)
-        return ImageStack([self.images[i] for i in indices], names)
+            return ImageStack(self.images.subset(indices), names, sources)
+        return ImageStack([self.images[i] for i in indices], names, sources)
 
     @classmethod
     def from_array(cls, data: np.ndarray, *, rgb: bool = False, channel_axis: int | None = None) -> "ImageStack":
-        """Build from a napari-style array.
+        """Build from a napari-style array, by the stack/channel rule of :mod:`.stacks` with explicit axes.
 
         Args:
             data: ``H x W`` (2D), ``H x W x 3/4`` with ``rgb=True``, ``Z x H x W`` (a stack of 2D slices),
                 ``Z x H x W x 3`` with ``rgb=True``, or any of these with a channel axis.
-            rgb: The last axis holds RGB(A) colour.
-            channel_axis: Axis holding channels (multichannel images), moved last.
+            rgb: The last axis holds RGB(A) colour (only the first three channels are used).
+            channel_axis: Axis holding channels (multichannel images); otherwise a third axis before
+                rows and columns is the slice axis.
         """
         data = np.asarray(data)
-        if channel_axis is not None:
-            data = np.moveaxis(data, channel_axis, -1)
-            spatial = data.ndim - 1
-        elif rgb:
-            data = data[..., :3]
-            spatial = data.ndim - 1
-        else:
-            data = data[..., None]
-            spatial = data.ndim - 1
-        if spatial == 2:
-            return cls([data], ["image_0000"])
-        if spatial == 3:
-            return cls(list(data), [f"slice_{i:04d}" for i in range(data.shape[0])])
-        raise DataError(
-            f"cannot use an image with {spatial} spatial dimensions; napari-pcam works on 2D images and on "
-            "3D stacks treated as 2D slices."
-        )
+        if rgb:
+            data, channel_axis = data[..., :3], -1
+        spatial = data.ndim - (channel_axis is not None)
+        if spatial not in (2, 3):
+            raise DataError(
+                f"cannot use an image with {spatial} spatial dimensions; napari-pcam works on 2D images and on "
+                "3D stacks treated as 2D slices."
+            )
+        stack_axis = None
+        if spatial == 3 and channel_axis is None:
+            stack_axis = 0
+        lay = layout(data.shape, stack_axis=stack_axis, channel_axis=channel_axis, source="the image layer")
+        slices = lay.split(data)
+        if lay.stack is None:
+            return cls([slices[0]], ["image_0000"])
+        return cls(list(slices), [f"slice_{i:04d}" for i in range(len(slices))])
 
 
 def _first_per_value(counts: dict[str, int]) -> str:
