@@ -2,11 +2,57 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+NOBODY = 65534
+
+
+@contextlib.contextmanager
+def _unprivileged():
+    """Act as an ordinary user: root writes into read-only folders, so as root switch the effective uid."""
+    if os.geteuid() != 0:
+        yield
+        return
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setegid(NOBODY)  # else root's group bits (none) apply to root-owned folders instead of the others' bits
+    os.seteuid(NOBODY)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A read-only folder (mode 555) that an ordinary user can reach (as root: o+x on its parents meanwhile)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    changed = []
+    if os.geteuid() == 0:
+        for p in (tmp_path, *tmp_path.parents):
+            mode = os.stat(p).st_mode
+            if not mode & 0o001:
+                os.chmod(p, mode | 0o001)
+                changed.append((p, mode))
+    folder.chmod(0o555)
+    yield folder
+    folder.chmod(0o755)
+    for p, mode in changed:
+        os.chmod(p, mode)
+
+
+@pytest.fixture
+def unprivileged():
+    """``with unprivileged(): ...`` acts as an ordinary user (see :func:`_unprivileged`)."""
+    return _unprivileged
 
 
 @pytest.fixture(scope="session")

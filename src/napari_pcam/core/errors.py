@@ -13,6 +13,10 @@ class DataError(PcamError, ValueError):
     """Images, points or masks are inconsistent or unreadable."""
 
 
+class OutputError(PcamError):
+    """An output folder or file cannot be created or written."""
+
+
 class CheckpointError(PcamError):
     """A checkpoint or model bundle cannot be used."""
 

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from . import distributed
-from .errors import PcamError
-from .io import atomic_write_text
+from .errors import OutputError, PcamError
+from .io import atomic_write_text, make_folder
 
 MANIFEST = "run.json"
 
@@ -93,13 +93,16 @@ class RunFolder:
     def _open(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise PcamError(f"output {str(self.root)!r} exists and is not a folder.")
-        foreign = self.root.is_dir() and any(self.root.iterdir()) and not self.manifest_path.is_file()
+        try:
+            foreign = self.root.is_dir() and any(self.root.iterdir()) and not self.manifest_path.is_file()
+        except OSError as exc:
+            raise OutputError(f"cannot look into the output folder {str(self.root)!r}: {exc.strerror or exc}.") from exc
         if foreign and not self.force:
             raise PcamError(
                 f"output folder {str(self.root)!r} is not empty and was not made by napari-pcam; choose another "
                 "--out or pass --force to write into it anyway."
             )
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_folder(self.root)  # checks that files can be written there first (OutputError naming the path)
         self.manifest = self._read_manifest()
 
     def _read_manifest(self) -> dict[str, Any]:
