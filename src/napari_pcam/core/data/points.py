@@ -4,8 +4,11 @@ Class 0 is background: it gets no CAM of its own, and background clicks are nega
 Image-level labels are the foreground classes clicked in each image.
 
 Two CSV layouts are read: ``image,y,x,class`` (image = file name, file stem or 0-based index; class =
-integer id or class name) and napari's own Points export (``index,axis-0,axis-1[,axis-2],<features>``,
-where a 3D layer's ``axis-0`` is the slice and a ``class`` or ``label`` feature holds the class).
+whole-number id or class name), with an optional ``z`` column after ``image`` naming the slice of a stack
+file (``image,z,y,x,class``; a slice can also be named directly, ``cells_z003.tif``), and napari's own
+Points export (``index,axis-0,axis-1[,axis-2],<features>``, where a 3D layer's ``axis-0`` is the index of
+the image, i.e. the slice of a folder holding one stack, and a ``class`` or ``label`` feature holds the class).
+Every error names the file and the line.
 """
 
 from __future__ import annotations
@@ -132,62 +135,132 @@ class PointAnnotations:
 
 
 def read_points_csv(
-    path: str | Path, image_names: Sequence[str], class_names: Sequence[str] | None = None
+    path: str | Path,
+    image_names: Sequence[str],
+    class_names: Sequence[str] | None = None,
+    *,
+    sources: Sequence[tuple[str, int | None]] | None = None,
 ) -> PointAnnotations:
-    """Read points from ``image,y,x,class`` CSV or napari's Points CSV export.
+    """Read points from ``image,y,x,class`` / ``image,z,y,x,class`` CSV or napari's Points CSV export.
 
     Args:
         path: CSV file.
-        image_names: File names of the images, in stack order (for napari's index-based layout).
+        image_names: Names of the images, in stack order (for napari's index-based layout).
         class_names: Class names with background first. When None they are derived from the file:
             integer classes 0..max become ``background, class_1, ...``; named classes are sorted after
             ``background``.
+        sources: (file name, slice index or None) of every image (:attr:`ImageStack.sources`): with them the
+            ``image`` column may name a stack file and a ``z`` column its slice.
 
     Raises:
-        DataError: unreadable file, missing columns, or an image the folder does not hold.
+        DataError: unreadable file, missing columns or fields, a number that is not one, a class id that is
+            not a whole number, or an image the folder does not hold; the message names the line.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"points file {str(path)!r} does not exist.")
     try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-    except (UnicodeDecodeError, csv.Error) as exc:
+        text = path.read_text(encoding="utf-8-sig")
+    except (UnicodeDecodeError, OSError) as exc:
         raise DataError(f"points file {str(path)!r} is not a readable CSV file: {exc}") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    header = [c for c in (reader.fieldnames or []) if c is not None]
+    columns = {c.strip().lower(): c for c in header}
+    rows = _rows(reader, path.name, len(header))
     if not rows:
         raise DataError(f"points file {str(path)!r} holds no points.")
-    columns = {c.strip().lower(): c for c in rows[0].keys() if c is not None}
     class_col = columns.get("class") or columns.get("label")
     if class_col is None:
         raise DataError(f"points file {str(path)!r} has no 'class' column (columns: {', '.join(columns)}).")
-    lookup = _image_lookup(image_names)
-    images, yx, raw_cls = [], [], []
-    for line, row in enumerate(rows, start=2):
-        try:
-            if "image" in columns:
-                key = row[columns["image"]].strip()
-                if key not in lookup:
-                    raise DataError(
-                        f"{path.name}, line {line}: image {key!r} is not in the image folder "
-                        f"(images: {', '.join(list(image_names)[:5])}{', ...' if len(image_names) > 5 else ''})."
-                    )
-                images.append(lookup[key])
-                yx.append((float(row[columns["y"]]), float(row[columns["x"]])))
-            elif "axis-0" in columns and "axis-1" in columns:
-                if "axis-2" in columns:
-                    images.append(int(round(float(row[columns["axis-0"]]))))
-                    yx.append((float(row[columns["axis-1"]]), float(row[columns["axis-2"]])))
-                else:
-                    images.append(0)
-                    yx.append((float(row[columns["axis-0"]]), float(row[columns["axis-1"]])))
-            else:
-                raise DataError(
-                    f"points file {str(path)!r} needs columns image,y,x,class or napari's index,axis-0,axis-1,..."
-                )
-        except (KeyError, ValueError) as exc:
-            raise DataError(f"{path.name}, line {line}: cannot read the point ({exc}).") from exc
+    if "image" not in columns and not ("axis-0" in columns and "axis-1" in columns):
+        raise DataError(f"points file {str(path)!r} needs columns image,y,x,class (optionally z) or napari's "
+                        f"index,axis-0,axis-1,...; it has {', '.join(columns)}.")
+    where = _Where(image_names, sources, path.name)
+    images, yx, raw_cls, lines = [], [], [], []
+    for line, row in rows:
+        field = _Fields(row, columns, path.name, line)
+        if "image" in columns:
+            z = field.number("z", integer=True) if "z" in columns and row[columns["z"]].strip() else None
+            images.append(where.index(row[columns["image"]].strip(), z, line))
+            yx.append((field.number("y"), field.number("x")))
+        elif "axis-2" in columns:
+            images.append(int(round(field.number("axis-0"))))
+            yx.append((field.number("axis-1"), field.number("axis-2")))
+        else:
+            images.append(0)
+            yx.append((field.number("axis-0"), field.number("axis-1")))
         raw_cls.append(row[class_col].strip())
-    cls, names = _class_ids(raw_cls, class_names, path.name)
+        lines.append(line)
+    cls, names = _class_ids(raw_cls, class_names, path.name, lines)
     return PointAnnotations(np.array(images), np.array(yx), cls, names)
+
+
+def _rows(reader: csv.DictReader, source: str, fields: int) -> list[tuple[int, dict]]:
+    """(line number, row) of every row; a row with fewer or more fields than the header is an error."""
+    rows = []
+    try:
+        for row in reader:
+            extra = [v for v in row.get(None, []) if v.strip()]
+            missing = [k for k, v in row.items() if k is not None and v is None]
+            if missing or extra:
+                n = fields - len(missing) + len(row.get(None, []))
+                raise DataError(f"{source}, line {reader.line_num}: {n} fields, but the header has {fields}"
+                                f"{' (missing: ' + ', '.join(missing) + ')' if missing else ''}.")
+            rows.append((reader.line_num, row))
+    except csv.Error as exc:
+        raise DataError(f"{source}, line {reader.line_num}: not readable as CSV ({exc}).") from exc
+    return rows
+
+
+class _Fields:
+    """Numbers of one CSV row, with errors that name the file, the line and the column."""
+
+    def __init__(self, row: dict, columns: dict[str, str], source: str, line: int):
+        self.row, self.columns, self.where = row, columns, f"{source}, line {line}"
+
+    def number(self, name: str, *, integer: bool = False) -> float:
+        if name not in self.columns:
+            raise DataError(f"{self.where}: there is no {name!r} column (columns: {', '.join(self.columns)}).")
+        text = self.row[self.columns[name]].strip()
+        try:
+            value = float(text)
+        except ValueError:
+            raise DataError(f"{self.where}: {name}={text!r} is not a number.") from None
+        if not np.isfinite(value):
+            raise DataError(f"{self.where}: {name}={text!r} is not a finite number.")
+        if integer and value != int(value):
+            raise DataError(f"{self.where}: {name}={text!r} is not a whole number (slices are counted 0, 1, 2, ...).")
+        return value
+
+
+class _Where:
+    """Image index of an ``image`` (and ``z``) cell: a name, a stem, an index, or a stack file and a slice."""
+
+    def __init__(self, image_names: Sequence[str], sources, source: str):
+        self.names, self.source = list(image_names), source
+        self.lookup = _image_lookup(image_names)
+        self.stacks: dict[str, dict[int, int]] = {}
+        for i, (file, z) in enumerate(sources or []):
+            if z is not None:
+                for key in (file, Path(file).stem):
+                    self.stacks.setdefault(key, {})[z] = i
+
+    def index(self, key: str, z: float | None, line: int) -> int:
+        where = f"{self.source}, line {line}"
+        if key in self.stacks:
+            slices = self.stacks[key]
+            if z is None:
+                raise DataError(f"{where}: {key!r} is a stack of {len(slices)} slices; add a z column "
+                                f"(image,z,y,x,class) or name the slice (e.g. {self.names[slices[0]]!r}).")
+            if int(z) not in slices:
+                raise DataError(f"{where}: z={int(z)} does not exist in {key!r} (slices 0..{len(slices) - 1}).")
+            return slices[int(z)]
+        if key not in self.lookup:
+            shown = ", ".join(self.names[:5]) + (", ..." if len(self.names) > 5 else "")
+            raise DataError(f"{where}: image {key!r} is not in the image folder (images: {shown}).")
+        if z not in (None, 0):
+            raise DataError(f"{where}: image {key!r} is a single 2D image, but z={int(z)}; use z=0 or leave it empty.")
+        return self.lookup[key]
 
 
 def _image_lookup(image_names: Sequence[str]) -> dict[str, int]:
@@ -199,32 +272,45 @@ def _image_lookup(image_names: Sequence[str]) -> dict[str, int]:
     return lookup
 
 
-def _class_ids(raw: list[str], class_names: Sequence[str] | None, source: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    if all(_is_int(v) for v in raw):
-        ids = np.array([int(float(v)) for v in raw], dtype=np.int64)
-        if class_names is None:
-            class_names = ["background"] + [f"class_{i}" for i in range(1, max(int(ids.max()), 1) + 1)]
-        return ids, tuple(class_names)
+def _class_ids(raw: list[str], class_names: Sequence[str] | None, source: str,
+               lines: Sequence[int]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Class ids of the raw class cells: numbers are ids (whole, >= 0), anything else a class name."""
+    numbers = [_number(v) for v in raw]
+    for value, number, line in zip(raw, numbers, lines):
+        if value == "":
+            raise DataError(f"{source}, line {line}: the class is empty; give a class id or name.")
+        if number is not None and not (np.isfinite(number) and number == int(number) and number >= 0):
+            raise DataError(f"{source}, line {line}: class {value!r} is not a class id (0 = background, 1, 2, ... "
+                            "whole numbers) nor a class name.")
     if class_names is None:
-        fg = sorted({v for v in raw if v.lower() != "background"})
-        class_names = ["background", *fg]
+        if all(n is not None for n in numbers):
+            top = max(int(n) for n in numbers)
+            class_names = ["background"] + [f"class_{i}" for i in range(1, max(top, 1) + 1)]
+        else:
+            class_names = ["background", *sorted({v for v, n in zip(raw, numbers) if n is None
+                                                  and v.lower() != "background"})]
     index = {name: i for i, name in enumerate(class_names)}
     index.setdefault("background", 0)
-    unknown = sorted({v for v in raw if v not in index and not _is_int(v)})
+    unknown = sorted({v for v, n in zip(raw, numbers) if n is None and v not in index})
     if unknown:
         raise DataError(
             f"{source}: class name(s) {', '.join(map(repr, unknown))} are not declared "
             f"(declared: {', '.join(class_names)})."
         )
-    ids = np.array([int(float(v)) if _is_int(v) else index[v] for v in raw], dtype=np.int64)
+    ids = np.array([int(n) if n is not None else index[v] for v, n in zip(raw, numbers)], dtype=np.int64)
+    for value, i, line in zip(raw, ids, lines):
+        if i >= len(class_names):
+            raise DataError(f"{source}, line {line}: class {value!r} is not declared (classes 0..{len(class_names) - 1}: "
+                            f"{', '.join(class_names)}).")
     return ids, tuple(class_names)
 
 
-def _is_int(value: str) -> bool:
+def _number(value: str) -> float | None:
+    """The value as a number (inf and nan included), or None when it is not one (a class name)."""
     try:
-        return float(value) == int(float(value))
+        return float(value)
     except ValueError:
-        return False
+        return None
 
 
 def write_points_csv(path: str | Path, points: PointAnnotations, image_names: Sequence[str]) -> None:
