@@ -37,6 +37,22 @@ def test_segment_writes_the_bundles_predictions(bundle_dir, run_data, tmp_path):
         np.testing.assert_array_equal(written, bundle.predict(img))
 
 
+def test_segment_writes_a_stack_back_as_a_stack(bundle_dir, run_data, tmp_path):
+    """Issue 15: one label TIFF per input file; a stack's labels are a Z x H x W stack named like it."""
+    (tmp_path / "new").mkdir()
+    slices = np.stack(run_data.val_images.images)  # Z x H x W x 3
+    tifffile.imwrite(tmp_path / "new" / "stack.tif", slices, metadata={"axes": "ZYXS"})
+    assert main(["segment", "--model", str(bundle_dir), "--images", str(tmp_path / "new"),
+                 "--out", str(tmp_path / "labels"), "--device", "cpu", "--quiet"]) == 0
+    assert [p.name for p in (tmp_path / "labels").iterdir()] == ["stack.tif"]
+    with tifffile.TiffFile(tmp_path / "labels" / "stack.tif") as tif:
+        written, axes = tif.asarray(), tif.series[0].axes
+    bundle = load_bundle(bundle_dir)
+    assert axes == "ZYX" and written.shape == (len(slices), 64, 64)
+    for z, img in enumerate(slices):
+        np.testing.assert_array_equal(written[z], bundle.predict(img))
+
+
 def test_segment_refuses_other_channel_count_and_overwrites(bundle_dir, run_data, tmp_path, capsys):
     _write(tmp_path / "gray", run_data.val_images, gray=True)
     args = ["segment", "--model", str(bundle_dir), "--images", str(tmp_path / "gray"), "--out", str(tmp_path / "o"),

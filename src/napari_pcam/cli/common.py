@@ -42,6 +42,22 @@ def add_sample_variant_option(p: argparse.ArgumentParser) -> None:
                         "(in shape only) or 'grayscale'")
 
 
+def add_stack_options(p: argparse.ArgumentParser) -> None:
+    """--stack-axis / --channel-axis: which axes of a multi-page or 3D TIFF are slices and which channels."""
+    g = p.add_argument_group(
+        "stacks and channels (default: the TIFF's axes metadata; without it a last axis of <= 4 is channels, "
+        "else a leading third axis is slices; see README 'Stacks and channels')")
+    g.add_argument("--stack-axis", type=int, metavar="N",
+                   help="axis of the slices in every TIFF of more than two axes (as tifffile.imread reads it)")
+    g.add_argument("--channel-axis", type=int, metavar="N",
+                   help="axis of the channels in every TIFF of more than two axes")
+
+
+def stack_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`~napari_pcam.core.data.readers.read_image_folder` from the options."""
+    return {"stack_axis": getattr(args, "stack_axis", None), "channel_axis": getattr(args, "channel_axis", None)}
+
+
 def resolve_config(args: argparse.Namespace, default_preset: str = "paper") -> PipelineConfig:
     """Preset or config file, then the command-line overrides."""
     if args.config is not None:

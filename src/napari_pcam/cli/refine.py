@@ -17,9 +17,10 @@ from ..core.config import PipelineConfig
 from ..core.data.cams import CamMaps
 from ..core.data.readers import read_image_folder, read_masks
 from ..core.errors import DataError, MissingStageError
-from ..core.io import atomic_write_text, write_tiff
+from ..core.io import atomic_write_text, check_writable_folder, write_tiff
 from ..core.metrics import evaluate
-from .common import add_config_options, drain_with_tqdm, resolve_config
+from .common import (add_config_options, add_stack_options, drain_with_tqdm, resolve_config,
+                     stack_options)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instances", action="store_true", help="also write instance label images")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_options(p)
+    add_stack_options(p)
     p.set_defaults(func=main)
 
 
@@ -56,8 +58,8 @@ def _load_inputs(args: argparse.Namespace):
     else:
         if args.images is None:
             raise DataError("a folder of images is needed: pass --images (or --sample).")
-        images = read_image_folder(args.images)
-        masks = read_masks(args.masks, images.names) if args.masks else None
+        images = read_image_folder(args.images, **stack_options(args))
+        masks = read_masks(args.masks, images.names, images.sources) if args.masks else None
         names = [c.strip() for c in args.class_names.split(",")] if args.class_names else None
     folder = args.cams or args.out / "cams"
     paths = [folder / f"{Path(n).stem}.npz" for n in images.names]
@@ -105,6 +107,7 @@ def main(args: argparse.Namespace) -> int:
     from ..core.stages.random_walk import refine_images
 
     cfg = resolve_config(args, default_preset="sample" if args.sample else "paper")
+    check_writable_folder(args.out)  # before IRNet trains; creates nothing
     rw = cfg.random_walk if args.beta is None else dataclasses.replace(cfg.random_walk, beta=args.beta)
     images, masks, class_names, cams = _load_inputs(args)
     trained = _trained_irn(args, cfg, images, cams)
