@@ -8,6 +8,7 @@ from napari_pcam.core.errors import OutputError
 from napari_pcam.core.io import check_writable_folder, make_folder
 from napari_pcam.core.run_folder import RunFolder
 
+
 def test_a_writable_folder_and_a_missing_one_pass_and_nothing_is_left(tmp_path):
     check_writable_folder(tmp_path)
     check_writable_folder(tmp_path / "new" / "deeper")
@@ -52,3 +53,11 @@ def test_run_folder_under_a_file_is_refused_before_anything_is_written(tmp_path)
     with pytest.raises(OutputError, match="which is a file"):
         RunFolder(tmp_path / "f" / "run")
     assert (tmp_path / "f").read_text() == "x"
+
+
+def test_atomic_writes_into_a_read_only_folder_are_one_clear_error(read_only_folder, unprivileged):
+    from napari_pcam.core.io import atomic_write_text
+
+    with unprivileged(), pytest.raises(OutputError, match=r"cannot write '.*ro/points.csv': Permission denied"):
+        atomic_write_text(read_only_folder / "points.csv", "x")
+    assert list(read_only_folder.iterdir()) == []

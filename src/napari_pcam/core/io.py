@@ -20,10 +20,17 @@ from .errors import OutputError
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
+
+    Raises:
+        OutputError: the folder of ``path`` cannot be made or written into.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a read-only folder, a file in the way, ...: one line naming the path, not a traceback
+        raise OutputError(f"cannot write {str(path)!r}: {exc.strerror or exc}.") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
