@@ -158,7 +158,8 @@ def read_points_csv(
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"points file {str(path)!r} does not exist.")
+        what = "is a folder, not a CSV file" if path.is_dir() else "does not exist"
+        raise DataError(f"points file {str(path)!r} {what}.")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (UnicodeDecodeError, OSError) as exc:

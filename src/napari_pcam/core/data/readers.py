@@ -22,7 +22,8 @@ def list_images(folder: str | Path) -> list[Path]:
     """Image files of a folder, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"image folder {str(folder)!r} does not exist.")
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise DataError(f"image folder {str(folder)!r} {what}.")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
         raise DataError(
