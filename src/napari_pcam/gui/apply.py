@@ -42,6 +42,8 @@ class ApplyWidget(QWidget):
         self._redraw = Redrawer(self)
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.channel_axis = ComboBox(label="channel axis", choices=CHANNEL_CHOICES, value=None)
+        self.channel_axis.tooltip = (  # the stack/channel rule of core.data.stacks, as --channel-axis in the CLI
+            "axis of the channels; 'none': RGB layers are colour and a 3D layer's first axis is its slices")
         self.classes_from = ComboBox(label="classes of", choices=self._points_choices, nullable=True, value=None)
         self.form = Container(widgets=[self.image, self.channel_axis, self.classes_from])
         self.model_label = QLabel()
