@@ -410,8 +410,3 @@ def _keep_selection(viewer):
         else:
             selection.active = None
             selection.update(chosen)
-
-
-def find_results(viewer, image_name: str) -> list[Layer]:
-    """Result layers made for the image layer called ``image_name``."""
-    return [lay for lay in viewer.layers if str(lay.metadata.get(KEY, "")).startswith(f"{image_name}|")]

@@ -9,7 +9,7 @@ overlapping tiles aligned to the output stride, so memory stays bounded whatever
 from __future__ import annotations
 
 import math
-from typing import Generator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,10 +17,9 @@ import torch.nn.functional as F
 
 from ..config import CamInferenceConfig
 from ..data.cams import CamMaps
-from ..data.images import ImageStack, image_to_tensor
+from ..data.images import image_to_tensor
 from ..device import autocast
 from ..models.cam import CamNet
-from ..progress import Progress
 
 STRIDE = 16
 
@@ -111,21 +110,3 @@ def compute_cams(
     high /= high.flatten(1).amax(1).view(-1, 1, 1) + 1e-5
     low /= low.flatten(1).amax(1).view(-1, 1, 1) + 1e-5
     return CamMaps(keys.astype(np.int64), high.cpu().numpy(), low.cpu().numpy())
-
-
-def compute_all_cams(
-    model: CamNet,
-    images: ImageStack,
-    config: CamInferenceConfig = CamInferenceConfig(),
-    *,
-    image_keys: Sequence[Sequence[int] | None] | None = None,
-    amp: bool = True,
-) -> Generator[Progress, None, list[CamMaps]]:
-    """CAMs of every image; yields after each image (preview = its CamMaps) and returns the list."""
-    results = []
-    for i, img in enumerate(images.images):
-        keys = image_keys[i] if image_keys is not None else None
-        cams = compute_cams(model, img, config, keys=keys, amp=amp)
-        results.append(cams)
-        yield Progress("cams", i + 1, len(images), message=images.names[i], preview=cams)
-    return results

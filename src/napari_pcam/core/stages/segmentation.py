@@ -415,20 +415,6 @@ def _crf_job(model: nn.Module, image: np.ndarray, **kwargs) -> tuple:
     return to_rgb8(np.asarray(image)), probs.numpy(), "deeplab.crf"
 
 
-def predict_stack(
-    segmenter: TrainedSegmenter, images: ImageStack, *, device: str | torch.device = "cpu", amp: bool = True,
-    crf_workers: int = 0,
-) -> Generator[Progress, None, list[np.ndarray]]:
-    """Label maps (uint8 H x W) of every image; yields one :class:`Progress` per image. ``crf_workers``:
-    as in :meth:`TrainedSegmenter.predict_many`."""
-    out: list[np.ndarray] = []
-    labels = segmenter.predict_many(images.images, device=device, amp=amp, crf_workers=crf_workers)
-    for i, lab in enumerate(labels, start=1):
-        out.append(lab)
-        yield Progress("segment", i, len(images), message=images.names[i - 1])
-    return out
-
-
 def save_segmenter(segmenter: TrainedSegmenter, path: str | Path) -> None:
     """Write ``{format_version, kind: 'deeplab', config, class_names, in_channels, state_dict}`` atomically."""
     save_checkpoint(
