@@ -10,8 +10,8 @@ import pytest
 from napari_pcam.benchmarks.voc import parse_only, plan
 from napari_pcam.cli import main
 from napari_pcam.core.data.voc import VOC_CLASSES
-from napari_pcam.core.data.voc_fake import make_voc_tree
 from napari_pcam.core.errors import DataError
+from voc_fake import make_voc_tree
 
 
 @pytest.fixture(scope="module")

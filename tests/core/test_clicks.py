@@ -12,9 +12,9 @@ import pytest
 from napari_pcam.core.data.clicks import clicks_to_points, clip_clicks, load_clicks, read_click_json
 from napari_pcam.core.data.voc import VOC_CLASSES, packaged_split
 from napari_pcam.core.data.voc_dataset import open_voc
-from napari_pcam.core.data.voc_fake import make_voc_tree
 from napari_pcam.core.data.voc_points import click_statistics, load_voc_points
 from napari_pcam.core.errors import DataError
+from voc_fake import make_voc_tree
 
 SLICE = Path(__file__).parents[1] / "data" / "voc_clicks_slice.json"
 # Facts of the slice (30 ids copied verbatim from pascal2012_trainval_main.json):

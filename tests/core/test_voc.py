@@ -18,8 +18,8 @@ from napari_pcam.core.data.voc import (
     read_xml_labels,
 )
 from napari_pcam.core.data.voc_dataset import VocDataset, open_voc
-from napari_pcam.core.data.voc_fake import make_voc_tree
 from napari_pcam.core.errors import DataError
+from voc_fake import make_voc_tree
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""A small, seeded fake PASCAL VOC 2012 + SBD tree with click JSONs: test data and the smoke benchmark.
+"""A small, seeded fake PASCAL VOC 2012 + SBD tree with click JSONs: test data for the VOC reader, clicks and benchmark.
 
 Every class gets a fixed colour and one of three shapes (ellipse, rectangle, triangle) on a noisy grey
 background, so a tiny network can learn something in a few steps. The tree mirrors the real one::
@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.draw import ellipse, polygon
 
-from .voc import IGNORE_INDEX, VOC_CLASSES
+from napari_pcam.core.data.voc import IGNORE_INDEX, VOC_CLASSES
 
 SbdFormat = Literal["mat", "png", "both"]
 
