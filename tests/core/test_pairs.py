@@ -1,5 +1,6 @@
 """Pair geometry of IRNet: directions, paths, pair labels, affinities."""
 
+import numpy as np
 import pytest
 import torch
 
