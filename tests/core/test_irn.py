@@ -15,7 +15,7 @@ from napari_pcam.core.models.irn import IrnNet
 from napari_pcam.core.progress import Progress, drain
 from napari_pcam.core.stages.instances import refine_instances
 from napari_pcam.core.stages.irn import irn_loss, load_irn, train_irn
-from napari_pcam.core.stages.random_walk import refine_images
+from napari_pcam.core.stages.refine import refine_images
 
 TINY = IrnConfig(backbone="resnet18", weights="none", radius=5, crop_size=48, batch_size=2, epochs=1, min_steps=3)
 

@@ -104,7 +104,7 @@ def _trained_irn(args: argparse.Namespace, cfg: PipelineConfig, images, cams):
 def main(args: argparse.Namespace) -> int:
     """Run ``refine``; returns the exit code."""
     from ..core.stages.instances import refine_instances
-    from ..core.stages.random_walk import refine_images
+    from ..core.stages.refine import refine_images
 
     cfg = resolve_config(args, default_preset="sample" if args.sample else "paper")
     check_writable_folder(args.out)  # before IRNet trains; creates nothing

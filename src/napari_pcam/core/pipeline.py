@@ -39,7 +39,7 @@ from .run_folder import RunFolder, fingerprint
 from .stages.cam import TrainedCam, train_cam
 from .stages.cam_inference import compute_cams
 from .stages.irn import TrainedIrn, load_irn, train_irn
-from .stages.random_walk import refine_images
+from .stages.refine import refine_images
 from .stages.segmentation import TrainedSegmenter, load_segmenter, save_segmenter, train_deeplab
 
 STAGES = ("pcam", "cams", "irn", "refined", "deeplab", "final")

@@ -96,7 +96,9 @@ def refine_instances(
     return _label_instances(winner, np.asarray(cams.keys, np.int64), n_groups, config.min_instance_area)
 
 
-def _label_instances(winner: np.ndarray, keys: np.ndarray, n_groups: int, min_area: int) -> tuple[np.ndarray, np.ndarray]:
+def _label_instances(
+    winner: np.ndarray, keys: np.ndarray, n_groups: int, min_area: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Connected components of every (class, group) channel -> instance ids and their classes."""
     instances = np.zeros(winner.shape, np.int32)
     classes = []

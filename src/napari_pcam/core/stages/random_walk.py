@@ -12,21 +12,16 @@ itself and its ``2 D`` neighbours (D = 34 directions at radius 5). We apply that
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Generator, Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..config import RandomWalkConfig
 from ..data.cams import CamMaps, cams_to_labels
-from ..data.images import ImageStack, image_to_tensor
+from ..data.images import image_to_tensor
 from ..device import resolve_device
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..models.irn import IrnNet
-from ..progress import Progress
-from .irn import TrainedIrn, load_irn
 from .pairs import path_affinity, search_directions, shift
 
 
@@ -82,7 +77,9 @@ def random_walk(
 CPU_BLOCK_ELEMENTS = 16384
 
 
-def _iterate(x: torch.Tensor, offsets: list[tuple[int, int]], weights: torch.Tensor, *, steps: int, pad: int) -> torch.Tensor:
+def _iterate(
+    x: torch.Tensor, offsets: list[tuple[int, int]], weights: torch.Tensor, *, steps: int, pad: int
+) -> torch.Tensor:
     """Apply the stencil ``steps`` times to x (K x h x w).
 
     The maps live in two flat, zero-padded ping-pong buffers (rows padded by ``pad`` on every side), so
@@ -202,48 +199,3 @@ def _check_cams(image: np.ndarray, cams: CamMaps) -> None:
     if not np.all(np.isfinite(cams.lowres)):
         raise DataError("the CAMs contain NaN or infinite values; recompute them.")
 
-
-def refine_images(
-    images: ImageStack,
-    cams: Sequence[CamMaps],
-    irn_model_or_checkpoint: "IrnNet | str | Path",
-    config: RandomWalkConfig,
-    *,
-    device: torch.device | str = "cpu",
-) -> Generator[Progress, None, list[np.ndarray]]:
-    """Refine every image; yields one :class:`Progress` per image (preview = its labels).
-
-    Args:
-        images: The images.
-        cams: One :class:`CamMaps` per image.
-        irn_model_or_checkpoint: A trained :class:`IrnNet`, a ``TrainedIrn``, or a checkpoint path.
-        config: Random-walk settings; with ``config.instances`` the results are instance label images.
-        device: Torch device or its name.
-
-    Returns:
-        One array per image: uint8 (H, W) class ids; with ``config.instances`` int32 (H, W) instance ids
-        (0 = background; the class of each instance is the semantic label under it, see
-        :func:`~napari_pcam.core.stages.instances.refine_instances`).
-    """
-    from .instances import refine_instances  # imports this module
-
-    if len(cams) != len(images):
-        raise DataError(f"{len(cams)} CAM sets for {len(images)} images; compute CAMs for every image.")
-    model = irn_model_or_checkpoint
-    if isinstance(model, (str, Path)):
-        model = load_irn(model).model
-    elif isinstance(model, TrainedIrn):
-        model = model.model
-    if config.instances and not model.has_displacement:
-        raise ConfigError("random_walk.instances=True needs an IRNet trained with irn.displacement=True.")
-    device = resolve_device(device) if isinstance(device, str) else device
-    model = model.to(device)
-    out = []
-    for i, (name, img, cam) in enumerate(zip(images.names, images.images, cams)):
-        if config.instances:
-            result = refine_instances(img, cam, model, config=config, device=device)[0]
-        else:
-            result = refine_image(img, cam, model, config=config, device=device)
-        out.append(result)
-        yield Progress("refine", i + 1, len(images), message=name, preview=result)
-    return out
