@@ -5,6 +5,8 @@ from __future__ import annotations
 # torch (and torchvision, which imports triton) must be loaded before napari creates its OpenGL context:
 # with Mesa's llvmpipe (Xvfb, VMs) importing triton afterwards crashes on clashing LLVM symbols.
 import napari_pcam.core.pipeline  # noqa: F401  (imports torch and torchvision)
+
+# isort: split
 import napari
 from qtpy.QtCore import QEventLoop, QTimer
 

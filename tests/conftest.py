@@ -73,7 +73,12 @@ def tiny_cam_config():
 def tiny_pipeline():
     """Every stage with a tiny network and one epoch: the whole chain in seconds."""
     from napari_pcam.core.config import (
-        CamConfig, CamInferenceConfig, DeepLabConfig, IrnConfig, PipelineConfig, RandomWalkConfig,
+        CamConfig,
+        CamInferenceConfig,
+        DeepLabConfig,
+        IrnConfig,
+        PipelineConfig,
+        RandomWalkConfig,
     )
 
     return PipelineConfig(

@@ -67,7 +67,8 @@ def test_segment_refuses_other_channel_count_and_overwrites(bundle_dir, run_data
 
 def test_segment_with_a_foreign_folder_as_model(tmp_path, capsys):
     (tmp_path / "imgs").mkdir()
-    assert main(["segment", "--model", str(tmp_path), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o")]) == 2
+    args = ["segment", "--model", str(tmp_path), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
     assert "not a napari-pcam model bundle" in capsys.readouterr().err
 
 

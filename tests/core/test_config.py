@@ -20,7 +20,8 @@ def test_defaults_are_the_papers():
 @pytest.mark.parametrize("suffix", [".toml", ".json"])
 def test_round_trip(tmp_path, suffix):
     cfg = dataclasses.replace(
-        PipelineConfig(), cam=CamConfig(alpha=0.0, scale_range=(0.7, 1.3)), cam_inference=CamInferenceConfig(scales=(1.0, 2.0))
+        PipelineConfig(), cam=CamConfig(alpha=0.0, scale_range=(0.7, 1.3)),
+        cam_inference=CamInferenceConfig(scales=(1.0, 2.0)),
     )
     path = tmp_path / f"c{suffix}"
     cfg.save(path)

@@ -103,7 +103,9 @@ def test_encoder_maps_the_data_normalisation_to_its_own():
     lite, resnet = Encoder(name="efficientnet_lite0", weights="none"), Encoder(name="resnet18", weights="none")
     assert not resnet.renormalise and lite.renormalise
     pixel = torch.tensor([0.2, 0.5, 0.9]).view(1, 3, 1, 1)  # in [0, 1]
-    data = (pixel - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    data = (pixel - mean) / std
     assert torch.allclose(data * lite.input_scale + lite.input_shift, (pixel - 0.5) / 0.5, atol=1e-6)
 
 

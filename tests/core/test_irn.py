@@ -25,10 +25,13 @@ def cams_from_masks(masks, num_classes=3):
     out = []
     for m in masks:
         keys = np.array([c for c in range(1, num_classes + 1) if (m == c).any()], np.int64)
-        high = np.stack([ndimage.gaussian_filter((m == c).astype(np.float32), 3) for c in keys]) if len(keys) else np.zeros((0, *m.shape), np.float32)
+        high = np.zeros((0, *m.shape), np.float32)
+        if len(keys):
+            high = np.stack([ndimage.gaussian_filter((m == c).astype(np.float32), 3) for c in keys])
         high = high / np.maximum(high.max(axis=(1, 2), keepdims=True), 1e-5)
         h, w = m.shape
-        low = torch.nn.functional.interpolate(torch.from_numpy(high)[None], size=((h + 3) // 4, (w + 3) // 4), mode="bilinear")[0]
+        size = ((h + 3) // 4, (w + 3) // 4)
+        low = torch.nn.functional.interpolate(torch.from_numpy(high)[None], size=size, mode="bilinear")[0]
         out.append(CamMaps(keys, high.astype(np.float32), low.numpy()))
     return out
 

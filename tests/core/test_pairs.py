@@ -1,6 +1,5 @@
 """Pair geometry of IRNet: directions, paths, pair labels, affinities."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -128,7 +128,8 @@ def test_numbers_never_become_class_names(tmp_path):
     assert q.class_names == ("background", "cell", "fiber") and list(q.cls) == [1, 0, 2]
 
 
-STACK = (["c_z000.tif", "c_z001.tif", "c_z002.tif", "d.png"], [("c.tif", 0), ("c.tif", 1), ("c.tif", 2), ("d.png", None)])
+STACK = (["c_z000.tif", "c_z001.tif", "c_z002.tif", "d.png"],
+         [("c.tif", 0), ("c.tif", 1), ("c.tif", 2), ("d.png", None)])
 
 
 def test_z_column_addresses_slices_of_a_stack(tmp_path):

@@ -33,9 +33,9 @@ def test_load_apply_save(tiny_layers, tmp_path, wait_idle):
     assert set(np.unique(labels.data)) <= set(range(len(names)))
     for name in names[1:]:
         assert viewer.layers[f"new pcam {name}"].data.shape == (48, 40)
+    colour = points.metadata["class_colors"][1]
     np.testing.assert_allclose(labels.colormap.map(np.array([1]))[0][:3],
-                               np.array([int(points.metadata["class_colors"][1][i:i + 2], 16) for i in (1, 3, 5)]) / 255,
-                               atol=1e-3)
+                               np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)]) / 255, atol=1e-3)
     widget.save(tmp_path / "copy.pt")
     assert TrainedCam.load(tmp_path / "copy.pt").class_names == names
 

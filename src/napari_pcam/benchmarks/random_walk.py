@@ -80,7 +80,8 @@ def make_inputs(height: int, width: int, classes: int, seed: int) -> tuple[torch
         d = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
         cams[c] = np.exp(-d) * rng.uniform(0.3, 1.0)
         owner[d < 1] = c + 1
-    edge = (np.abs(np.diff(owner, axis=0, prepend=owner[:1])) + np.abs(np.diff(owner, axis=1, prepend=owner[:, :1]))) > 0
+    edge = (np.abs(np.diff(owner, axis=0, prepend=owner[:1]))
+            + np.abs(np.diff(owner, axis=1, prepend=owner[:, :1]))) > 0
     boundary = np.clip(0.9 * edge + rng.uniform(0, 0.1, edge.shape), 0, 1).astype(np.float32)
     return torch.from_numpy(cams), torch.from_numpy(boundary)
 

@@ -34,9 +34,9 @@ from ..core.data.points import PointAnnotations
 from ..core.data.voc_dataset import VocDataset, open_voc
 from ..core.data.voc_points import load_voc_points
 from ..core.device import resolve_device
+from ..core.distributed import evaluate
 from ..core.errors import DataError
 from ..core.io import atomic_write_text
-from ..core.distributed import evaluate
 from ..core.pipeline import RunData, predict_all, run_pipeline, run_sharded
 from ..core.progress import Progress
 from ..core.run_folder import RunFolder, fingerprint, versions
@@ -145,8 +145,8 @@ def _fully_supervised(data: RunData, config: PipelineConfig, out: Path, force: b
         folder.mark_done("val_final", vkey, time.perf_counter() - start, miou=scores["miou"],
                          per_class=scores["per_class"])
     info = folder.manifest["stages"]["val_final"]
-    return folder, {"miou": {"final": round(info["miou"], 2)},
-                    "per_class": {"final": {k: (None if v is None else round(v, 2)) for k, v in info["per_class"].items()}}}
+    per_class = {k: (None if v is None else round(v, 2)) for k, v in info["per_class"].items()}
+    return folder, {"miou": {"final": round(info["miou"], 2)}, "per_class": {"final": per_class}}
 
 
 def _speed(folder: RunFolder, config: PipelineConfig, n_train: int, n_val: int) -> dict[str, dict[str, Any]]:

@@ -79,7 +79,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{meta['device']} ({meta['versions'].get('gpu', 'none')})",
         f"- images: {meta['images']['train']} train_aug, {meta['images']['val']} val"
         + (f" (first {meta['max_images']} of each split, `--max-images`)" if meta["max_images"] else ""),
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         "- each cell: ours (paper); `-` = not measured in this run; `?` = the paper's value is not known to this "
         "tool (only the val values CAM 46.0, PCAM 54.4, refined PCAM 68.5, final 70.5 and fully supervised "
         "78.9 were given to it), so it is left null rather than guessed.",

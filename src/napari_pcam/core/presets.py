@@ -40,7 +40,6 @@ every table end to end on a small VOC-format tree in minutes on a CPU. Its numbe
 from __future__ import annotations
 
 import dataclasses
-
 import warnings
 
 from .config import AffinityConfig, CamConfig, CamInferenceConfig, DeepLabConfig, IrnConfig, PipelineConfig

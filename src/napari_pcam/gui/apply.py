@@ -70,7 +70,8 @@ class ApplyWidget(QWidget):
         self.reset_choices()
 
     def _image_choices(self, _widget=None) -> list:
-        return [lay for lay in self.viewer.layers if isinstance(lay, (Image, Labels)) and "pcam_result" not in lay.metadata]
+        return [lay for lay in self.viewer.layers
+                if isinstance(lay, (Image, Labels)) and "pcam_result" not in lay.metadata]
 
     def _points_choices(self, _widget=None) -> list:
         return [lay for lay in self.viewer.layers if isinstance(lay, Points)]

@@ -25,10 +25,10 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from ..core.choices import apply_choices
 from ..core.config import PipelineConfig
 from ..core.errors import ConfigError, DataError, PcamError
 from ..core.pipeline import STAGES, RunData
-from ..core.choices import apply_choices
 from ..core.presets import get_preset
 from .annotation import CHANNEL_CHOICES
 from .classes import get_classes
@@ -37,7 +37,6 @@ from .convert import layers_to_data
 from .jobs import FINETUNE_DIR, VIEWER_CRF_WORKERS, training_job
 from .models import BundlePredictor, PcamPredictor, session_for
 from .results import Redrawer, ResultTarget
-
 
 
 class TrainingWidget(QWidget):

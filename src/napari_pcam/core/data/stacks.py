@@ -90,7 +90,8 @@ def layout(
         return _explicit(shape, stack_axis, channel_axis, source)
     known = axes is not None and len(axes) == len(shape) and not set(axes.upper()) <= set(GENERIC_LETTERS + "YX")
     letters = axes.upper() if known else None
-    drop = tuple(a for a, n in enumerate(shape) if n == 1 and (letters[a] not in "YX" if letters else a < len(shape) - 2))
+    drop = tuple(a for a, n in enumerate(shape)
+                 if n == 1 and (letters[a] not in "YX" if letters else a < len(shape) - 2))
     kept = [a for a in range(len(shape)) if a not in drop]
     shape = tuple(shape[a] for a in kept)
     lay = _from_letters(shape, "".join(letters[a] for a in kept), source) if letters else _guess(shape, source)
