@@ -14,13 +14,20 @@ import torch
 
 from napari_pcam.core import distributed
 from napari_pcam.core.config import (
-    CamConfig, CamInferenceConfig, DeepLabConfig, IrnConfig, PipelineConfig, RandomWalkConfig, RuntimeConfig,
+    CamConfig,
+    CamInferenceConfig,
+    DeepLabConfig,
+    IrnConfig,
+    PipelineConfig,
+    RandomWalkConfig,
+    RuntimeConfig,
 )
 from napari_pcam.core.data.synthetic import make_synthetic
 from napari_pcam.core.metrics import evaluate as evaluate_single
 from napari_pcam.core.pipeline import RunData, run_pipeline
 from napari_pcam.core.progress import drain
-from napari_pcam.core.stages.cam import RankBatchSampler, train_cam
+from napari_pcam.core.stages.cam import train_cam
+from napari_pcam.core.training import RankBatchSampler
 
 
 def main(out: Path) -> None:

@@ -16,7 +16,7 @@ import torch
 from napari_pcam.core import distributed
 from napari_pcam.core.errors import ConfigError
 from napari_pcam.core.metrics import evaluate
-from napari_pcam.core.stages.cam import RankBatchSampler
+from napari_pcam.core.training import RankBatchSampler
 
 
 def test_single_process_helpers_are_identities():

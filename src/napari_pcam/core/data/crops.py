@@ -1,34 +1,38 @@
 """Training crops made by a DataLoader (worker processes, pinned memory) from a fixed plan of seeded crops.
 
-IRNet and DeepLabv3+ draw their batches from a plan made up front: step ``s`` takes images ``[i0, i1, ...]``
-and crop ``j`` of step ``s`` is augmented with its own generator ``default_rng((seed, s, j))``. Whether the
-crops are made in the main process or in loader workers, on one rank or shared out over several (each
-rank takes its :func:`~napari_pcam.core.distributed.rank_slice` of every step), they are the same crops
-(up to the float rounding of the resize: workers run torch with one thread).
+The training stages draw their batches from a plan made up front (see :mod:`napari_pcam.core.training`):
+a crop is keyed ``(a, b, i)``, cut from image ``i`` with its own generator ``default_rng((seed, a, b))``.
+IRNet and DeepLabv3+ key crop ``j`` of step ``s`` ``(s, j, i)`` (:func:`crop_loader`); PCAM keys image ``i``
+in epoch ``e`` ``(e, i, i)``. Whether the crops are made in the main process or in loader workers, on one
+rank or shared out over several (each rank takes its :func:`~napari_pcam.core.distributed.rank_slice` of
+every step), they are the same crops (up to the float rounding of the resize: workers run torch with one
+thread).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from .. import distributed
 
-# make(image_index, generator) -> (image crop, label crop)
-MakeCrop = Callable[[int, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
+# make(image_index, generator) -> (image crop, label crop, ...)
+MakeCrop = Callable[[int, np.random.Generator], tuple]
+Key = tuple[int, int, int]
 
 
 class SeededCrops(torch.utils.data.Dataset):
-    """Item ``(step, j, i)``: crop ``j`` of step ``step``, cut from image ``i`` with generator (seed, step, j)."""
+    """Item ``(a, b, i)``: a crop of image ``i`` cut with generator ``default_rng((seed, a, b))``."""
 
     def __init__(self, make: MakeCrop, seed: int):
         self.make, self.seed = make, seed
 
-    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        step, j, i = key
-        return self.make(i, np.random.default_rng((self.seed, step, j)))
+    def __getitem__(self, key: Key) -> tuple:
+        a, b, i = key
+        return self.make(i, np.random.default_rng((self.seed, a, b)))
 
 
 def _stack(batch):
@@ -49,7 +53,17 @@ def crop_loader(make: MakeCrop, plan: Sequence[Sequence[int]], seed: int, *, num
     """
     keys = [distributed.rank_slice([(step, j, int(i)) for j, i in enumerate(batch)])
             for step, batch in enumerate(plan, start=first_step)]
-    return torch.utils.data.DataLoader(SeededCrops(make, seed), batch_sampler=keys, collate_fn=_stack,
+    return seeded_loader(make, keys, seed, num_workers=num_workers, pin_memory=pin_memory)
+
+
+def seeded_loader(make: MakeCrop, keys: Sequence[Sequence[Key]], seed: int, *,
+                  collate_fn: Callable[[list], Any] = _stack, num_workers: int = 0,
+                  pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """One batch per entry of ``keys`` (this rank's crop keys of each step), collated by ``collate_fn``.
+
+    Arguments as in :func:`crop_loader`.
+    """
+    return torch.utils.data.DataLoader(SeededCrops(make, seed), batch_sampler=keys, collate_fn=collate_fn,
                                        num_workers=num_workers, pin_memory=pin_memory,
                                        # its own generator for the workers' base seed: the global torch
                                        # generator (dropout) is left as it would be without a loader

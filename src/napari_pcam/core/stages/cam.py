@@ -9,53 +9,46 @@ image, then over images. ``alpha = 0`` gives the plain CAM of Zhou et al. / IRNe
 
 from __future__ import annotations
 
-import math
-import time
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Generator, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..checkpoints import load_checkpoint, save_checkpoint
-from ..config import CamConfig, RuntimeConfig, from_dict, to_dict
+from ..config import CamConfig, RuntimeConfig, from_dict
+from ..data.crops import seeded_loader
 from ..data.images import ImageStack, image_to_tensor
 from ..data.lazy import LazySequence
 from ..data.points import PointAnnotations
 from ..data.transforms import IGNORE, Sample, augment
-from ..device import autocast, resolve_device
-from ..errors import CheckpointError, DataError
+from ..device import resolve_device
+from ..errors import DataError
 from ..models.cam import CamNet
 from ..progress import Progress
+from ..training import TrainedNetwork, epoch_keys, fit, load_state
 
 EPS = 1e-5
 
 
 @dataclass
-class TrainedCam:
-    """A trained PCAM classifier with what is needed to use it again."""
+class TrainedCam(TrainedNetwork):
+    """A trained PCAM classifier with what is needed to use it again (a 'pcam' checkpoint)."""
 
+    kind: ClassVar[str] = "pcam"
+    network: ClassVar[str] = "PCAM network"
     model: CamNet
     config: CamConfig
     class_names: tuple[str, ...]
 
-    def save(self, path) -> None:
-        """Write a 'pcam' checkpoint atomically."""
-        save_checkpoint(
-            path,
-            kind="pcam",
-            config=to_dict(self.config),
-            class_names=self.class_names,
-            in_channels=self.model.backbone.in_channels,
-            state_dict=self.model.state_dict(),
-        )
+    def checkpoint_fields(self) -> dict:
+        return {"class_names": self.class_names, "in_channels": self.model.backbone.in_channels}
 
     @classmethod
-    def load(cls, path, class_names: Sequence[str] | None = None) -> "TrainedCam":
-        """Read a 'pcam' checkpoint (weights are not downloaded: the stored state replaces them)."""
-        data = load_checkpoint(path, kind="pcam", class_names=class_names)
+    def from_checkpoint(cls, data: dict, source: str) -> TrainedCam:
+        """The network of a 'pcam' checkpoint (weights are not downloaded: the stored state replaces them)."""
         config = from_dict(CamConfig, data["config"])
         model = CamNet(
             backbone=config.backbone,
@@ -63,20 +56,11 @@ class TrainedCam:
             in_channels=data["in_channels"],
             num_classes=len(data["class_names"]) - 1,
         )
-        _load_state(model, data["state_dict"], pretrained=config.weights != "none", path=path)
+        if config.weights != "none":  # rebuild the frozen parts exactly as they were trained
+            model.backbone.pretrained = True
+            model.backbone.freeze_stages()
+        load_state(model, data["state_dict"], source, f"a PCAM network with encoder {model.backbone.name}")
         return cls(model, config, tuple(data["class_names"]))
-
-
-def _load_state(model: CamNet, state: dict, *, pretrained: bool, path) -> None:
-    if pretrained:  # rebuild the frozen parts exactly as they were trained
-        model.backbone.pretrained = True
-        model.backbone.freeze_stages()
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} does not fit its declared network (encoder {model.backbone.name}): {exc}"
-        ) from exc
 
 
 def point_loss(
@@ -120,18 +104,14 @@ def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(mask, np.int64))
 
 
-class PointCropDataset(torch.utils.data.Dataset):
-    """Randomly rescaled, cropped and flipped training images with their points (and masks in 'all' mode)."""
+class _PointCrop:
+    """One randomly rescaled, cropped and flipped training image with its points (and mask in 'all' mode):
+    (image, labels, yx, cls); picklable, for loader workers."""
 
-    def __init__(self, tensors, points, labels, masks, config: CamConfig, seed: int):
-        self.tensors, self.points, self.labels, self.masks = tensors, points, labels, masks
-        self.config, self.seed, self.epoch = config, seed, 0
+    def __init__(self, tensors, points, labels, masks, config: CamConfig):
+        self.tensors, self.points, self.labels, self.masks, self.config = tensors, points, labels, masks, config
 
-    def __len__(self) -> int:
-        return len(self.tensors)
-
-    def __getitem__(self, i: int):
-        rng = np.random.default_rng((self.seed, self.epoch, i))
+    def __call__(self, i: int, rng: np.random.Generator):
         yx, cls = self.points[i]
         mask = self.masks[i] if self.masks is not None else None
         s = augment(
@@ -151,30 +131,30 @@ class PointCropDataset(torch.utils.data.Dataset):
         return s.image, torch.from_numpy(self.labels[i]), pyx, pcls
 
 
-class RankBatchSampler(torch.utils.data.Sampler):
-    """Shuffled batches of ``batch`` indices (the last incomplete one dropped), each cut to this rank's share.
-
-    Every rank shuffles with the same generator, so the ranks together see exactly the batches of a single
-    process (whose share is the whole batch); with the per-item augmentation seeds of the dataset the
-    crops are the same too.
-    """
-
-    def __init__(self, n: int, batch: int, generator: torch.Generator):
-        self.n, self.batch, self.generator = n, batch, generator
-
-    def __len__(self) -> int:
-        return self.n // self.batch
-
-    def __iter__(self):
-        order = torch.randperm(self.n, generator=self.generator).tolist()
-        for b in range(len(self)):
-            yield distributed.rank_slice(order[b * self.batch : (b + 1) * self.batch])
-
-
 def _collate(batch):
     images = torch.stack([b[0] for b in batch])
     labels = torch.stack([b[1] for b in batch])
     return images, labels, [(b[2], b[3]) for b in batch]
+
+
+def _loss(config: CamConfig):
+    def loss_fn(outputs, batch):
+        logits, raw = outputs
+        images, labels, pts = batch
+        cls_loss = F.multilabel_soft_margin_loss(logits.float(), labels)
+        pt_loss = point_loss(F.relu(raw.float()), pts, labels, size=images.shape[2:], detach_max=config.detach_max)
+        loss = cls_loss + config.alpha * pt_loss if config.alpha > 0 else cls_loss
+        return loss, {"cls_loss": float(cls_loss.detach()), "point_loss": float(pt_loss.detach())}
+
+    return loss_fn
+
+
+def _optimizer(model: CamNet, config: CamConfig) -> torch.optim.SGD:
+    backbone_params, head_params = model.param_groups()
+    groups = [{"params": head_params, "lr": config.lr_classifier}]
+    if backbone_params:
+        groups.insert(0, {"params": backbone_params, "lr": config.lr_backbone})
+    return torch.optim.SGD(groups, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def train_cam(
@@ -209,78 +189,24 @@ def train_cam(
     masks = masks if config.point_mode == "all" else None
     used = [i for i in range(len(images)) if np.any(points.image == i) or masks is not None]
     model = _build_model(images, points, config, init).to(device)
-    dataset = PointCropDataset(  # images and masks are converted per crop (in the loader's workers, if any)
+    make = _PointCrop(  # images and masks are converted per crop (in the loader's workers, if any)
         LazySequence(images.images, image_to_tensor, used),
         [points.for_image(i) for i in used],
         labels[used],
         LazySequence(masks, _mask_tensor, used) if masks is not None else None,
         config,
-        runtime.seed,
     )
     world = distributed.info().world_size
-    batch = distributed.global_batch(min(config.batch_size, len(dataset)))
-    if len(dataset) < batch:
-        raise DataError(f"{len(dataset)} annotated images cannot fill a batch of {batch} over {world} processes; "
+    batch = distributed.global_batch(min(config.batch_size, len(used)))
+    if len(used) < batch:
+        raise DataError(f"{len(used)} annotated images cannot fill a batch of {batch} over {world} processes; "
                         "annotate more images or start fewer processes.")
-    sampler = RankBatchSampler(len(dataset), batch, torch.Generator().manual_seed(runtime.seed))
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=_collate,
-        num_workers=runtime.num_workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(runtime.seed),  # worker seeds only; the order is the sampler's
-    )
-    total = max(config.epochs * len(loader), config.min_steps)
-    backbone_params, head_params = model.param_groups()
-    groups = [{"params": head_params, "lr": config.lr_classifier}]
-    if backbone_params:
-        groups.insert(0, {"params": backbone_params, "lr": config.lr_backbone})
-    optimizer = torch.optim.SGD(groups, momentum=config.momentum, weight_decay=config.weight_decay)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp and device.type == "cuda")
-    model.train()
-    net = distributed.wrap(model, device)  # DistributedDataParallel under torchrun, the model itself otherwise
-    step, epoch, start = 0, 0, time.perf_counter()
-    while step < total:
-        dataset.epoch = epoch
-        for images_b, labels_b, pts in loader:
-            step += 1
-            for g, lr0 in zip(optimizer.param_groups, base_lrs):  # poly schedule, as IRNet
-                g["lr"] = lr0 * (1 - (step - 1) / total) ** 0.9
-            images_b = images_b.to(device, non_blocking=True)
-            labels_b = labels_b.to(device, non_blocking=True)
-            pts = [(yx.to(device), c.to(device)) for yx, c in pts]
-            with autocast(device, runtime.amp):
-                logits, raw = net(images_b)
-            cls_loss = F.multilabel_soft_margin_loss(logits.float(), labels_b)
-            pt_loss = point_loss(
-                F.relu(raw.float()), pts, labels_b, size=images_b.shape[2:], detach_max=config.detach_max
-            )
-            loss = cls_loss + config.alpha * pt_loss if config.alpha > 0 else cls_loss
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            elapsed = time.perf_counter() - start
-            yield Progress(
-                "pcam",
-                step,
-                total,
-                loss=float(loss.detach()),
-                metrics={
-                    "cls_loss": float(cls_loss.detach()),
-                    "point_loss": float(pt_loss.detach()),
-                    "lr": optimizer.param_groups[-1]["lr"],
-                    "images_per_s": step * images_b.shape[0] * world / max(elapsed, 1e-9),
-                },
-            )
-            if not math.isfinite(float(loss.detach())):
-                raise DataError(f"training diverged at step {step} (loss {float(loss.detach())}); lower the learning rates.")
-            if step >= total:
-                break
-        epoch += 1
-    model.eval()
+    total = max(config.epochs * (len(used) // batch), config.min_steps)
+    keys = epoch_keys(len(used), batch, total, torch.Generator().manual_seed(runtime.seed))
+    loader = seeded_loader(make, keys, runtime.seed, collate_fn=_collate, num_workers=runtime.num_workers,
+                           pin_memory=device.type == "cuda")
+    yield from fit("pcam", model, _optimizer(model, config), loader, total, _loss(config), device=device,
+                   amp=runtime.amp, lr_settings="cam.lr_backbone, cam.lr_classifier", lr_group=-1)
     return TrainedCam(model, config, points.class_names)
 
 
