@@ -300,7 +300,7 @@ def _stage_irn(data: RunData, config: PipelineConfig, folder: RunFolder, result:
     trained = yield from train_irn(data.images, result.cams, config.irn, config.affinity,
                                    device=config.runtime.device, seed=config.runtime.seed, init_backbone_state=init_state,
                                    num_workers=config.runtime.num_workers,
-                                   crf_workers=config.runtime.crf_workers)
+                                   crf_workers=config.runtime.crf_workers, amp=config.runtime.amp)
     if distributed.is_main():
         trained.save(path)
     folder.mark_done("irn", key, time.perf_counter() - start)

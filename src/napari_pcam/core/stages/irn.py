@@ -12,25 +12,26 @@ Total = (positive + negative) / 2 + (displacement fg + bg) / 2.
 from __future__ import annotations
 
 import math
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generator, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..checkpoints import load_checkpoint, save_checkpoint
-from ..config import AffinityConfig, IrnConfig, from_dict, to_dict
+from ..config import AffinityConfig, IrnConfig, from_dict
 from ..data.cams import CamMaps
-from ..data.images import ImageStack, image_to_tensor
 from ..data.crops import crop_loader
+from ..data.images import ImageStack, image_to_tensor
 from ..data.lazy import LazySequence
 from ..device import resolve_device
 from ..errors import CheckpointError, DataError, MissingStageError
 from ..models.irn import IrnNet
 from ..progress import Progress
+from ..training import TrainedNetwork, fit, load_state, shuffled_batches
 from .affinity import IGNORE, mine_all
 from .pairs import pair_difference, pair_displacement_target, pair_labels, path_affinity
 
@@ -38,16 +39,58 @@ EPS = 1e-5
 
 
 @dataclass
-class TrainedIrn:
-    """A trained IRNet with the config it was trained with and its loss history."""
+class TrainedIrn(TrainedNetwork):
+    """A trained IRNet with the config it was trained with and its loss history (an 'irn' checkpoint)."""
 
+    kind: ClassVar[str] = "irn"
+    network: ClassVar[str] = "IRNet"
     model: IrnNet
     config: IrnConfig
     losses: list[float] = field(default_factory=list)
 
-    def save(self, path: str | Path) -> None:
-        """Write a checkpoint atomically (see :func:`save_irn`)."""
-        save_irn(self, path)
+    def checkpoint_fields(self) -> dict:
+        m = self.model
+        return {"class_names": [],  # IRNet is class-agnostic
+                "in_channels": m.backbone.in_channels,
+                "extra": {"displacement": m.has_displacement, "losses": [float(v) for v in self.losses]}}
+
+    @classmethod
+    def from_checkpoint(cls, data: dict, source: str) -> TrainedIrn:
+        config = from_dict(IrnConfig, data["config"])
+        model = IrnNet(
+            backbone=config.backbone,
+            weights="none",
+            in_channels=int(data["in_channels"]),
+            displacement=bool(data["extra"]["displacement"]),
+            freeze_backbone=config.freeze_backbone,
+        )
+        load_state(model, data["state_dict"], source, f"an IRNet with encoder {config.backbone}")
+        return cls(model.eval(), config, list(data["extra"].get("losses", [])))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainedIrn:
+        """Read a checkpoint written by :meth:`save` (on the CPU, ``weights_only=True``).
+
+        Raises:
+            MissingStageError: the file does not exist (train IRNet first).
+            CheckpointError: unreadable file, another kind or format version, or mismatching weights.
+        """
+        if not Path(path).is_file():
+            raise MissingStageError(
+                f"no trained IRNet at {str(path)!r}: train it first (napari-pcam refine trains one, or "
+                "napari-pcam run --until irn)."
+            )
+        return super().load(path)
+
+
+def save_irn(trained: TrainedIrn, path: str | Path) -> None:
+    """Write ``trained`` as an 'irn' checkpoint atomically (:meth:`TrainedIrn.save`)."""
+    trained.save(path)
+
+
+def load_irn(path: str | Path) -> TrainedIrn:
+    """Read an 'irn' checkpoint (:meth:`TrainedIrn.load`)."""
+    return TrainedIrn.load(path)
 
 
 def irn_loss(
@@ -183,6 +226,7 @@ def train_irn(
     init_backbone_state: dict | None = None,
     num_workers: int = 0,
     crf_workers: int = 0,
+    amp: bool = True,
 ) -> Generator[Progress, None, TrainedIrn]:
     """Train IRNet; yields one :class:`Progress` per optimiser step, returns the trained network.
 
@@ -197,6 +241,7 @@ def train_irn(
             ``backbone.``); required with ``config.weights == 'same'``.
         num_workers: DataLoader worker processes making the crops (0 = this process); same crops either way.
         crf_workers: Processes running the dense CRF of the mined labels (0 = this process); same labels.
+        amp: Mixed precision on CUDA.
     """
     device = resolve_device(device) if isinstance(device, str) else device
     labels = _mine_all(images, cams, affinity, crf_workers)
@@ -207,37 +252,24 @@ def train_irn(
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     tensors = LazySequence(images.images, image_to_tensor)  # per crop: lazily read datasets stay on disk
     size = distributed.global_batch(min(config.batch_size, len(images)))  # the global batch under torchrun
-    per_epoch = math.ceil(len(images) / size)
-    total = max(config.min_steps, config.epochs * per_epoch)
-    order: list[int] = []
-    plan = []  # image indices of every step's global batch
-    for _ in range(total):
-        while len(order) < size:
-            order += list(rng.permutation(len(images)))
-        plan.append(order[:size])
-        order = order[size:]
-    # Every crop has its own generator: a rank's share, or a loader worker, makes the crops one process would.
+    total = max(config.min_steps, config.epochs * math.ceil(len(images) / size))
+    plan = shuffled_batches(len(images), size, total, rng)
     loader = crop_loader(_IrnCrop(tensors, labels, config), plan, seed, num_workers=num_workers,
                          pin_memory=device.type == "cuda")
-    losses: list[float] = []
-    model.train()
-    net = distributed.wrap(model, device)  # DistributedDataParallel under torchrun, the model itself otherwise
-    for step, (x, y) in enumerate(loader):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        lr = config.lr * (1 - step / total) ** 0.9  # IRNet's poly schedule
-        for group in opt.param_groups:
-            group["lr"] = lr
-        edge, disp = net(x)
-        loss, parts = irn_loss(edge, disp, y, config.radius)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        yield Progress("irn", step + 1, total, loss=losses[-1], metrics={**parts, "lr": lr})
+    losses = yield from fit("irn", model, opt, loader, total, _loss(config.radius), device=device, amp=amp,
+                            lr_settings="irn.lr")
     if config.displacement:
         yield from _set_mean_displacement(model, tensors, device)
     model.eval()
     return TrainedIrn(model.cpu(), config, losses)
+
+
+def _loss(radius: int):
+    def loss_fn(outputs, batch):
+        edge, disp = outputs
+        return irn_loss(edge.float(), None if disp is None else disp.float(), batch[1], radius)
+
+    return loss_fn
 
 
 def _set_mean_displacement(model: IrnNet, tensors: Sequence[torch.Tensor], device) -> Generator[Progress, None, None]:
@@ -251,47 +283,3 @@ def _set_mean_displacement(model: IrnNet, tensors: Sequence[torch.Tensor], devic
             means.append(disp.mean(dim=(0, 2, 3)))
             yield Progress("irn_displacement", i + 1, len(tensors), message="mean displacement")
         model.dp_mean.copy_(torch.stack(means).mean(0))
-
-
-def save_irn(trained: TrainedIrn, path: str | Path) -> None:
-    """Write a checkpoint (kind 'irn', see :mod:`napari_pcam.core.checkpoints`) atomically."""
-    m = trained.model
-    save_checkpoint(
-        path,
-        kind="irn",
-        config=to_dict(trained.config),
-        class_names=[],  # IRNet is class-agnostic
-        in_channels=m.backbone.in_channels,
-        state_dict=m.state_dict(),
-        extra={"displacement": m.has_displacement, "losses": [float(v) for v in trained.losses]},
-    )
-
-
-def load_irn(path: str | Path) -> TrainedIrn:
-    """Read a checkpoint written by :func:`save_irn` (on the CPU, ``weights_only=True``).
-
-    Raises:
-        MissingStageError: the file does not exist (train IRNet first).
-        CheckpointError: unreadable file, another kind or format version, or mismatching weights.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingStageError(
-            f"no trained IRNet at {str(path)!r}: train it first (napari-pcam refine trains one, or "
-            "napari-pcam run --until irn)."
-        )
-    data = load_checkpoint(path, kind="irn")
-    try:
-        config = from_dict(IrnConfig, data["config"])
-        model = IrnNet(
-            backbone=config.backbone,
-            weights="none",
-            in_channels=int(data["in_channels"]),
-            displacement=bool(data["extra"]["displacement"]),
-            freeze_backbone=config.freeze_backbone,
-        )
-        model.load_state_dict(data["state_dict"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{str(path)!r} does not hold a usable IRNet: {exc}") from exc
-    model.eval()
-    return TrainedIrn(model, config, list(data["extra"].get("losses", [])))
