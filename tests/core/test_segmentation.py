@@ -6,20 +6,12 @@ import torch
 
 from napari_pcam.core.config import DeepLabConfig
 from napari_pcam.core.crf import crf_available, crf_probabilities
-from napari_pcam.core.data.images import ImageStack, image_to_tensor, to_rgb8
+from napari_pcam.core.data.images import image_to_tensor, to_rgb8
 from napari_pcam.core.data.synthetic import make_synthetic
 from napari_pcam.core.errors import CheckpointError, ConfigError, DataError
 from napari_pcam.core.progress import Progress, drain
-from napari_pcam.core.stages.segmentation import (
-    augment,
-    build_deeplab,
-    load_segmenter,
-    predict,
-    predict_logits,
-    predict_probabilities,
-    save_segmenter,
-    train_deeplab,
-)
+from napari_pcam.core.stages.segmentation import augment, build_deeplab, load_segmenter, save_segmenter, train_deeplab
+from napari_pcam.core.stages.segmentation_inference import predict, predict_logits, predict_probabilities
 
 TINY = DeepLabConfig(
     backbone="resnet18", weights="none", lr=0.01, epochs=1, batch_size=2, crop_size=48, scale_range=(1.0, 1.0),

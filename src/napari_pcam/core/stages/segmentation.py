@@ -1,4 +1,5 @@
-"""Final stage: train DeepLabv3+ on label maps, predict any image size, save and load the network.
+"""Final stage: train DeepLabv3+ on label maps, save and load the network (applying it to images:
+:mod:`napari_pcam.core.stages.segmentation_inference`).
 
 DeepLabv3+ (Chen et al., ECCV 2018) trained with the recipe of the PCAM paper (McEver & Manjunath,
 section 3.3): SGD with Nesterov momentum 0.9, lr 0.007, weight decay 4e-5, poly schedule (power 0.9),
@@ -14,78 +15,79 @@ never lost by the augmentation.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generator, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .. import distributed
-from ..checkpoints import load_checkpoint, save_checkpoint
-from ..config import DeepLabConfig, from_dict, to_dict
-from ..crf import crf_map, crf_probabilities, require_crf
-from ..data.images import ImageStack, image_to_tensor, to_rgb8
+from ..config import DeepLabConfig, from_dict
 from ..data.crops import crop_loader
+from ..data.images import ImageStack, image_to_tensor
 from ..data.lazy import LazySequence
-from ..device import autocast, resolve_device
-from ..errors import CheckpointError, ConfigError, DataError
+from ..device import resolve_device
+from ..errors import ConfigError, DataError
 from ..models.deeplab import DeepLabV3Plus
 from ..progress import Progress
-from ..tiling import sliding_window
+from ..training import TrainedNetwork, fit, load_state, shuffled_batches
+from . import segmentation_inference as inference
 
 IGNORE = 255
 STAGE = "deeplab"
+NETWORK = "a DeepLabv3+ with this backbone and class count"
 
 
 @dataclass
-class TrainedSegmenter:
-    """A trained DeepLabv3+ with what is needed to save it and apply it to new images.
+class TrainedSegmenter(TrainedNetwork):
+    """A trained DeepLabv3+ with what is needed to save it and apply it to new images (a 'deeplab' checkpoint).
 
     Attributes:
         model: The network (eval mode).
         config: The config it was trained with.
         class_names: Name of every output class, index 0 = background.
         in_channels: Image channels it expects.
-        losses: Training loss of every optimiser step.
+        losses: Training loss of every optimiser step (not saved).
     """
 
+    kind: ClassVar[str] = "deeplab"
+    network: ClassVar[str] = "DeepLabv3+"
     model: DeepLabV3Plus
     config: DeepLabConfig
     class_names: tuple[str, ...]
     in_channels: int
     losses: list[float] = field(default_factory=list)
 
-    def _settings(self) -> dict:
-        cfg = self.config
-        return dict(tile_size=cfg.tile_size, tile_overlap=cfg.tile_overlap, batch=cfg.batch_tiles,
-                    scales=cfg.test_scales, flip=cfg.test_flip)
-
     def predict(self, image: np.ndarray, *, device: str | torch.device = "cpu", amp: bool = True) -> np.ndarray:
         """Label map (uint8 H x W) of one ``H x W x C`` image with the config's tiling, test-time and CRF
         settings."""
-        return predict(self.model, image, device=device, amp=amp, crf=self.config.crf, **self._settings())
+        return inference.predict(self.model, image, device=device, amp=amp, crf=self.config.crf,
+                                 **inference.inference_settings(self.config))
 
     def predict_many(
         self, images: Iterable[np.ndarray], *, device: str | torch.device = "cpu", amp: bool = True,
         crf_workers: int = 0,
     ) -> Iterator[np.ndarray]:
-        """:meth:`predict` of every image, in order (consumed lazily).
+        """:meth:`predict` of every image, in order (consumed lazily); ``crf_workers`` as in
+        :func:`~napari_pcam.core.stages.segmentation_inference.predict_many`."""
+        return inference.predict_many(self.model, images, self.config, device=device, amp=amp,
+                                      crf_workers=crf_workers)
 
-        With ``config.crf`` and ``crf_workers`` > 0 the dense CRF runs in that many worker processes (the
-        labels are the same): its C++ code holds the GIL, so only there it stalls neither the network
-        nor a viewer's event loop.
-        """
-        if not self.config.crf or crf_workers <= 0:
-            for image in images:
-                yield self.predict(image, device=device, amp=amp)
-            return
-        require_crf("deeplab.crf")
-        jobs = (_crf_job(self.model, image, device=device, amp=amp, **self._settings()) for image in images)
-        yield from crf_map(crf_probabilities, jobs, crf_workers)
+    def checkpoint_fields(self) -> dict:
+        return {"class_names": self.class_names, "in_channels": self.in_channels}
+
+    @classmethod
+    def from_checkpoint(cls, data: dict, source: str, device: str | torch.device = "cpu") -> TrainedSegmenter:
+        names = tuple(data.get("class_names", ()))
+        config = from_dict(DeepLabConfig, data["config"])
+        in_channels = int(data["in_channels"])
+        model = build_deeplab(config, num_classes=len(names), in_channels=in_channels, weights="none")
+        load_state(model, data["state_dict"], source, NETWORK)
+        model.to(resolve_device(device) if isinstance(device, str) else device).eval()
+        return cls(model, config, names, in_channels)
 
 
 def build_deeplab(
@@ -182,21 +184,10 @@ def _label_tensor(lab: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(lab, dtype=np.int64))
 
 
-def _batch_indices(n: int, batch: int, steps: int, rng: np.random.Generator) -> Generator[np.ndarray, None, None]:
-    """Indices of each step's images: consecutive shuffled epochs, cut into batches of ``batch``."""
-    stream: list[int] = []
-    for _ in range(steps):
-        while len(stream) < batch:
-            stream.extend(rng.permutation(n).tolist())
-        yield np.array(stream[:batch])
-        del stream[:batch]
-
-
 def _optimizer(model: DeepLabV3Plus, config: DeepLabConfig) -> torch.optim.SGD:
     groups = [
-        {"params": model.encoder_parameters(), "lr": config.lr, "base_lr": config.lr},
-        {"params": model.head_parameters(), "lr": config.lr * config.head_lr_mult,
-         "base_lr": config.lr * config.head_lr_mult},
+        {"params": model.encoder_parameters(), "lr": config.lr},
+        {"params": model.head_parameters(), "lr": config.lr * config.head_lr_mult},
     ]
     return torch.optim.SGD(
         [g for g in groups if g["params"]], lr=config.lr, momentum=config.momentum,
@@ -204,22 +195,12 @@ def _optimizer(model: DeepLabV3Plus, config: DeepLabConfig) -> torch.optim.SGD:
     )
 
 
-def _train_step(
-    model: nn.Module, opt: torch.optim.SGD, scaler: torch.amp.GradScaler, x: torch.Tensor, y: torch.Tensor, amp: bool
-) -> float:
-    """One SGD step on crops x (float32 B x C x S x S) and labels y (int64 B x S x S); returns the loss.
-
-    The cross-entropy is averaged over the labelled pixels of the whole batch (0 when there are none).
-    """
-    with autocast(x.device, amp):
-        logits = model(x)
+def _loss(logits: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy of float B x K x S x S logits against int64 B x S x S labels, averaged over the labelled
+    pixels of the whole batch (0 when there are none)."""
+    y = batch[1]
     loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE, reduction="sum")
-    loss = loss / (y != IGNORE).sum().clamp(min=1)
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(opt)
-    scaler.update()
-    return float(loss.detach())
+    return loss / (y != IGNORE).sum().clamp(min=1), {}
 
 
 def _class_names(class_names: Sequence[str] | None, num_classes: int) -> tuple[str, ...]:
@@ -274,159 +255,31 @@ def train_deeplab(
     model = build_deeplab(config, num_classes=num_classes, in_channels=images.channels,
                           weights="none" if init_state is not None else None)
     if init_state is not None:
-        _load_state(model, init_state, "init_state")
-    model.to(dev).train()
+        load_state(model, init_state, "init_state", NETWORK)
+    model.to(dev)
     # Converted per crop, so that (lazily read) datasets like VOC train_aug never sit in memory as tensors.
     xs = LazySequence(images.images, image_to_tensor)
     ys = LazySequence(labels, _label_tensor)
     batch = distributed.global_batch(config.batch_size, minimum_per_rank=2)  # ASPP pooling BN: 2 crops per rank
     total = max(math.ceil(config.epochs * len(xs) / batch), config.min_steps, 1)
-    opt = _optimizer(model, config)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
-    losses: list[float] = []
-    net = distributed.wrap(model, dev)  # DistributedDataParallel under torchrun, the model itself otherwise
     yield Progress(STAGE, 0, total, message=f"training DeepLabv3+ ({config.backbone}) for {total} steps")
-    # Every crop has its own generator: a rank's share, or a loader worker, makes the crops one process would.
-    plan = [[int(i) for i in idx] for idx in _batch_indices(len(xs), batch, total, rng)]
+    plan = shuffled_batches(len(xs), batch, total, rng)
     loader = crop_loader(_DeepLabCrop(xs, ys, config), plan, seed, num_workers=num_workers,
                          pin_memory=dev.type == "cuda", first_step=1)
-    for step, (x, y) in enumerate(loader, start=1):
-        for group in opt.param_groups:  # poly schedule, power 0.9
-            group["lr"] = group["base_lr"] * (1.0 - (step - 1) / total) ** 0.9
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        losses.append(_train_step(net, opt, scaler, x, y, amp))
-        yield Progress(STAGE, step, total, loss=losses[-1], metrics={"lr": opt.param_groups[0]["lr"]})
-    model.eval()
+    losses = yield from fit(STAGE, model, _optimizer(model, config), loader, total, _loss, device=dev, amp=amp,
+                            lr_settings="deeplab.lr")
     return TrainedSegmenter(model, config, names, images.channels, losses)
 
 
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    image: np.ndarray,
-    *,
-    device: str | torch.device = "cpu",
-    tile_size: int = 1024,
-    tile_overlap: int = 256,
-    batch: int = 4,
-    amp: bool = True,
-) -> torch.Tensor:
-    """Class scores of one image: float32 K x H x W logits (averaged over overlapping tiles).
-
-    Args:
-        model: Maps float32 B x C x h x w to logits B x K x h x w (moved to ``device``, set to eval mode).
-        image: ``H x W x C`` image of any size (at least 16 x 16).
-        device: Where to compute; the result is on the CPU.
-        tile_size: Images larger than this in either dimension are processed in overlapping tiles.
-        tile_overlap: Overlap of neighbouring tiles in pixels.
-        batch: Tiles per forward pass.
-        amp: Mixed precision on CUDA.
-    """
-    x, run = _prepare(model, image, device, amp)
-    return sliding_window(run, x, tile_size=tile_size, overlap=tile_overlap, batch=batch).cpu()
-
-
-@torch.no_grad()
-def predict_probabilities(
-    model: nn.Module,
-    image: np.ndarray,
-    *,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    device: str | torch.device = "cpu",
-    tile_size: int = 1024,
-    tile_overlap: int = 256,
-    batch: int = 4,
-    amp: bool = True,
-) -> torch.Tensor:
-    """Class probabilities of one image (float32 K x H x W), averaged over test-time scales and flips.
-
-    DeepLab's multi-scale test: the image is resized by every scale (at least 16 px a side), each pass's
-    softmax is resized back and averaged, with the horizontally flipped image too when ``flip``.
-    Other arguments as in :func:`predict_logits`.
-    """
-    x, run = _prepare(model, image, device, amp)
-    h, w = x.shape[1:]
-    total = None
-    for scale in scales:
-        size = (max(16, round(h * scale)), max(16, round(w * scale)))
-        xs = x if size == (h, w) else F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
-        for flipped in (False, True) if flip else (False,):
-            logits = sliding_window(run, xs.flip(-1) if flipped else xs, tile_size=tile_size, overlap=tile_overlap,
-                                    batch=batch).float()
-            if flipped:
-                logits = logits.flip(-1)
-            if size != (h, w):
-                logits = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-            probs = logits.softmax(0)
-            total = probs if total is None else total + probs
-    return (total / (len(scales) * (2 if flip else 1))).cpu()
-
-
-def _prepare(model: nn.Module, image: np.ndarray, device: str | torch.device, amp: bool):
-    """(image tensor C x H x W on the device, tile runner) after checking the image's channels."""
-    dev = resolve_device(device) if isinstance(device, str) else device
-    model.to(dev).eval()
-    image = np.asarray(image)
-    x = image_to_tensor(image if image.ndim == 3 else image[..., None]).to(dev)
-    expected = getattr(model, "in_channels", x.shape[0])
-    if x.shape[0] != expected:
-        raise DataError(f"the image has {x.shape[0]} channel(s), but the model was trained on {expected}.")
-
-    def run(tiles: torch.Tensor) -> torch.Tensor:
-        with autocast(dev, amp):
-            return model(tiles)
-
-    return x, run
-
-
-def predict(
-    model: nn.Module,
-    image: np.ndarray,
-    *,
-    device: str | torch.device = "cpu",
-    tile_size: int = 1024,
-    tile_overlap: int = 256,
-    batch: int = 4,
-    amp: bool = True,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    crf: bool = False,
-) -> np.ndarray:
-    """Label map (uint8 H x W) of one ``H x W x C`` image: the argmax of :func:`predict_logits`, or of
-    :func:`predict_probabilities` with test-time ``scales`` other than (1.0,) or ``flip``; with ``crf``,
-    those probabilities refined by a dense CRF (:func:`~napari_pcam.core.crf.crf_probabilities`)."""
-    kwargs = dict(device=device, tile_size=tile_size, tile_overlap=tile_overlap, batch=batch, amp=amp)
-    if crf:
-        require_crf("deeplab.crf")
-        return crf_probabilities(*_crf_job(model, image, scales=scales, flip=flip, **kwargs))
-    if tuple(scales) == (1.0,) and not flip:
-        scores = predict_logits(model, image, **kwargs)
-    else:
-        scores = predict_probabilities(model, image, scales=scales, flip=flip, **kwargs)
-    return scores.argmax(0).numpy().astype(np.uint8)
-
-
-def _crf_job(model: nn.Module, image: np.ndarray, **kwargs) -> tuple:
-    """Arguments of :func:`~napari_pcam.core.crf.crf_probabilities` for one image (colour image,
-    probabilities of :func:`predict_probabilities` with ``kwargs``, the setting named in errors), run in
-    this process or sent to a CRF worker."""
-    probs = predict_probabilities(model, image, **kwargs)
-    return to_rgb8(np.asarray(image)), probs.numpy(), "deeplab.crf"
-
-
 def save_segmenter(segmenter: TrainedSegmenter, path: str | Path) -> None:
-    """Write ``{format_version, kind: 'deeplab', config, class_names, in_channels, state_dict}`` atomically."""
-    save_checkpoint(
-        path, kind="deeplab", config=to_dict(segmenter.config), class_names=segmenter.class_names,
-        in_channels=segmenter.in_channels, state_dict=segmenter.model.state_dict(),
-    )
+    """Write ``segmenter`` as a 'deeplab' checkpoint atomically (:meth:`TrainedSegmenter.save`)."""
+    segmenter.save(path)
 
 
 def load_segmenter(
     path: str | Path, *, class_names: Sequence[str] | None = None, device: str | torch.device = "cpu"
 ) -> TrainedSegmenter:
-    """Read a file written by :func:`save_segmenter` (tensors and plain data only, ``weights_only``).
+    """Read a 'deeplab' checkpoint (:meth:`TrainedSegmenter.load`: tensors and plain data only, ``weights_only``).
 
     Args:
         path: The checkpoint file.
@@ -437,26 +290,4 @@ def load_segmenter(
         CheckpointError: missing, corrupt or foreign file, another format version or kind, other classes,
             or weights that do not fit the network; the message says what to do.
     """
-    data = load_checkpoint(path, kind="deeplab", class_names=class_names)
-    names = tuple(data.get("class_names", ()))
-    try:
-        config = from_dict(DeepLabConfig, data["config"])
-        in_channels = int(data["in_channels"])
-        model = build_deeplab(config, num_classes=len(names), in_channels=in_channels, weights="none")
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise CheckpointError(f"{str(path)!r} has an invalid config, class list or channel count: {exc}") from exc
-    _load_state(model, data["state_dict"], str(path))
-    model.to(resolve_device(device) if isinstance(device, str) else device).eval()
-    return TrainedSegmenter(model, config, names, in_channels)
-
-
-def _load_state(model: nn.Module, state: object, source: str) -> None:
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{source} has no state dict of tensors.")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"the weights in {source} do not fit a DeepLabv3+ with this backbone and class count: "
-            f"{str(exc).splitlines()[0]}"
-        ) from exc
+    return TrainedSegmenter.load(path, class_names, device=device)
