@@ -51,7 +51,7 @@ def _throughput(args: argparse.Namespace) -> int:
 
     rows = benchmark_throughput(tuple(b.strip() for b in args.backbones.split(",")), size=args.size,
                                 batch=args.batch, steps=args.steps)
-    print(f"| backbone | input | batch | PCAM img/s | bare img/s | overhead |")
+    print("| backbone | input | batch | PCAM img/s | bare img/s | overhead |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['backbone']} | {r['input']} | {r['batch']} | {r['pcam_images_per_s']:.2f} | "

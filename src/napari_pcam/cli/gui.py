@@ -26,6 +26,8 @@ def open_viewer(sample: bool = True, show: bool = True):
     """A napari viewer with the widgets docked (and the sample, with the training widget set up for it)."""
     # torch before napari's OpenGL context: with Mesa's llvmpipe, loading triton afterwards can crash.
     import napari_pcam.core.pipeline  # noqa: F401
+
+    # isort: split
     import napari
 
     viewer = napari.Viewer(show=show)

@@ -19,8 +19,7 @@ from ..core.data.readers import read_image_folder, read_masks
 from ..core.errors import DataError, MissingStageError
 from ..core.io import atomic_write_text, check_writable_folder, write_tiff
 from ..core.metrics import evaluate
-from .common import (add_config_options, add_stack_options, drain_with_tqdm, resolve_config,
-                     stack_options)
+from .common import add_config_options, add_stack_options, drain_with_tqdm, resolve_config, stack_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", action="store_true", help="use the built-in sample's training images and masks")
     p.add_argument("--out", type=Path, required=True, help="output folder (the one of 'napari-pcam run')")
     p.add_argument("--irn", type=Path, help="trained IRNet checkpoint to use instead of training one")
-    p.add_argument("--pcam", type=Path, help="PCAM checkpoint whose backbone IRNet reuses (default: <out>/models/pcam.pt)")
+    p.add_argument("--pcam", type=Path,
+                   help="PCAM checkpoint whose backbone IRNet reuses (default: <out>/models/pcam.pt)")
     p.add_argument("--irn-steps", type=int, help="minimum number of IRNet training steps")
     p.add_argument("--beta", type=float, help="exponent of the affinities (paper: 12)")
     p.add_argument("--instances", action="store_true", help="also write instance label images")
@@ -118,7 +118,8 @@ def main(args: argparse.Namespace) -> int:
     if args.instances:
         for name, img, cam in zip(images.names, images.images, cams):
             inst, _ = refine_instances(img, cam, trained.model, config=rw, device=device)
-            write_tiff(args.out / "instances" / f"{Path(name).stem}.tif", inst.astype("uint16" if inst.max() < 65536 else "int32"))
+            dtype = "uint16" if inst.max() < 65536 else "int32"
+            write_tiff(args.out / "instances" / f"{Path(name).stem}.tif", inst.astype(dtype))
     print(f"refined labels of {len(labels)} images in {args.out / 'refined'}")
     if masks is not None:
         n = 1 + max(int(max(m.max() for m in masks)), max((int(c.keys.max()) for c in cams if len(c.keys)), default=0))

@@ -11,8 +11,16 @@ from ..core.data.readers import read_image_folder, read_masks
 from ..core.errors import DataError
 from ..core.io import check_writable_folder
 from ..core.pipeline import STAGES, RunData, run_pipeline
-from .common import (add_config_options, add_sample_variant_option, add_stack_options, distributed_session,
-                     drain_with_tqdm, require, resolve_config, stack_options)
+from .common import (
+    add_config_options,
+    add_sample_variant_option,
+    add_stack_options,
+    distributed_session,
+    drain_with_tqdm,
+    require,
+    resolve_config,
+    stack_options,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +66,8 @@ def load_run_data(args: argparse.Namespace) -> RunData:
                              sources=images.sources)
     masks = read_masks(args.masks, images.names, images.sources) if args.masks else None
     val_images = read_image_folder(args.val_images, **axes) if args.val_images else None
-    val_masks = read_masks(args.val_masks, val_images.names, val_images.sources) if args.val_masks and val_images else None
+    val_masks = (read_masks(args.val_masks, val_images.names, val_images.sources)
+                 if args.val_masks and val_images else None)
     if args.val_masks and val_images is None:
         raise DataError("--val-masks needs --val-images.")
     return RunData(images, points, masks, val_images, val_masks)

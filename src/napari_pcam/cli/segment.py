@@ -18,9 +18,10 @@ from .common import add_stack_options, drain_with_tqdm, stack_options
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment new images with a trained model bundle",
-                       description="Apply the DeepLabv3+ of a model bundle (the 'model' folder of a run) to a folder "
-                       "of images; writes one uint8 label TIFF per image file (0 = background): a stack's labels as one "
-                       "Z x H x W stack (axes ZYX), slices split as in 'run' (README 'Stacks and channels').")
+                       description="Apply the DeepLabv3+ of a model bundle (the 'model' folder of a run) to a "
+                       "folder of images; writes one uint8 label TIFF per image file (0 = background): a stack's "
+                       "labels as one Z x H x W stack (axes ZYX), slices split as in 'run' "
+                       "(README 'Stacks and channels').")
     p.add_argument("--model", type=Path, required=True, help="model bundle folder (<run>/model)")
     p.add_argument("--images", type=Path, required=True, help="folder of images to segment")
     p.add_argument("--out", type=Path, required=True, help="output folder for <image>.tif label images")

@@ -31,9 +31,9 @@ from .data.images import ImageStack
 from .data.lazy import LazySequence, take
 from .data.points import PointAnnotations
 from .device import resolve_device
+from .distributed import evaluate
 from .errors import DataError
 from .io import atomic_write_text, write_tiff
-from .distributed import evaluate
 from .progress import Progress
 from .run_folder import RunFolder, fingerprint
 from .stages.cam import TrainedCam, train_cam
@@ -63,7 +63,8 @@ class RunData:
         if self.masks is not None:
             _check_masks(self.images, self.masks, self.points.class_names, "training")
         if (self.val_images is None) != (self.val_masks is None) and self.val_images is not None:
-            raise DataError("held-out images were given without masks: give --val-masks too (they are only used for evaluation).")
+            raise DataError("held-out images were given without masks: give --val-masks too "
+                            "(they are only used for evaluation).")
         if self.val_images is not None:
             if self.val_images.channels != self.images.channels:
                 raise DataError(
@@ -298,7 +299,8 @@ def _stage_irn(data: RunData, config: PipelineConfig, folder: RunFolder, result:
     if config.irn.weights == "same":  # check_encoders made sure the encoders agree
         init_state = result.pcam.model.backbone.state_dict()
     trained = yield from train_irn(data.images, result.cams, config.irn, config.affinity,
-                                   device=config.runtime.device, seed=config.runtime.seed, init_backbone_state=init_state,
+                                   device=config.runtime.device, seed=config.runtime.seed,
+                                   init_backbone_state=init_state,
                                    num_workers=config.runtime.num_workers,
                                    crf_workers=config.runtime.crf_workers, amp=config.runtime.amp)
     if distributed.is_main():
@@ -409,7 +411,8 @@ def _stage_final(data: RunData, config: PipelineConfig, folder: RunFolder, resul
         result.val_final = yield from _stage_labels("val_final", predict(data.val_images, "val_final"),
                                                     data.val_images, folder, fingerprint(key, data.val_images.images))
         _update_metrics(folder, result, "val", "final", evaluate(data.val_masks, result.val_final, names))
-    if (not (result.bundle_path / "bundle.json").is_file() or not folder.is_done("bundle", key)) and distributed.is_main():
+    bundle_done = (result.bundle_path / "bundle.json").is_file() and folder.is_done("bundle", key)
+    if not bundle_done and distributed.is_main():
         models = folder.path("models")
         save_bundle(result.bundle_path, segmenter=result.segmenter, pcam=result.pcam,
                     irn_path=models / "irn.pt", config=config, pcam_path=models / "pcam.pt",

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..models.encoders import IMAGENET_MEAN, IMAGENET_STD
+from ..normalisation import IMAGENET_MEAN, IMAGENET_STD
 from .stacks import layout
 
 

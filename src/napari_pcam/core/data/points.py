@@ -301,8 +301,8 @@ def _class_ids(raw: list[str], class_names: Sequence[str] | None, source: str,
     ids = np.array([int(n) if n is not None else index[v] for v, n in zip(raw, numbers)], dtype=np.int64)
     for value, i, line in zip(raw, ids, lines):
         if i >= len(class_names):
-            raise DataError(f"{source}, line {line}: class {value!r} is not declared (classes 0..{len(class_names) - 1}: "
-                            f"{', '.join(class_names)}).")
+            raise DataError(f"{source}, line {line}: class {value!r} is not declared "
+                            f"(classes 0..{len(class_names) - 1}: {', '.join(class_names)}).")
     return ids, tuple(class_names)
 
 

@@ -27,7 +27,8 @@ class CamNet(nn.Module):
     and BatchNorm statistics stay fixed; from scratch everything trains.
     """
 
-    def __init__(self, *, backbone: str = "resnet50", weights: str = "imagenet", in_channels: int = 3, num_classes: int):
+    def __init__(self, *, backbone: str = "resnet50", weights: str = "imagenet", in_channels: int = 3,
+                 num_classes: int):
         super().__init__()
         self.backbone = Encoder(name=backbone, weights=weights, in_channels=in_channels)
         self.classifier = nn.Conv2d(self.backbone.channels[-1], num_classes, 1, bias=False)

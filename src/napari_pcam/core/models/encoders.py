@@ -37,9 +37,8 @@ import torchvision
 from torch import nn
 
 from ..errors import ConfigError, WeightsUnavailableError
+from ..normalisation import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FROZEN_STRIDE = 8  # pretrained PCAM: stages up to this stride stay fixed (IRNet detaches after layer2)
 
 
@@ -189,7 +188,8 @@ def _load_state_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt files
-        raise WeightsUnavailableError(f"weights file {str(path)!r} is not a readable PyTorch state dict: {exc}") from exc
+        raise WeightsUnavailableError(
+            f"weights file {str(path)!r} is not a readable PyTorch state dict: {exc}") from exc
     if isinstance(state, dict) and "format_version" in state and "kind" in state:
         encoder = (state.get("config") or {}).get("backbone", "?")
         raise WeightsUnavailableError(

@@ -68,7 +68,8 @@ class IrnNet(nn.Module):
         if displacement:
             self.dp_heads = nn.ModuleList(_head(c, o) for c, o in zip(ch, DISP_CHANNELS))
             self.dp_deep = _head(sum(DISP_CHANNELS[2:]), 256)
-            self.dp_out = nn.Sequential(_head(DISP_CHANNELS[0] + DISP_CHANNELS[1] + 256, 256), nn.Conv2d(256, 2, 1, bias=False))
+            self.dp_out = nn.Sequential(_head(DISP_CHANNELS[0] + DISP_CHANNELS[1] + 256, 256),
+                                        nn.Conv2d(256, 2, 1, bias=False))
             self.register_buffer("dp_mean", torch.zeros(2))
         if freeze_backbone:
             self.backbone.requires_grad_(False)
