@@ -110,3 +110,27 @@ def test_every_subcommand_has_help(capsys):
             main(cmd)
         assert exc.value.code == 0
     assert "--until" in capsys.readouterr().out
+
+
+def test_too_few_clicks_to_calibrate_are_reported_in_the_table(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="too few clicks to calibrate"):
+        assert run(folder, out, "--calibrate") == 0
+    text = capsys.readouterr().out
+    assert "calibration: too few clicks to calibrate" in text
+    assert json.loads((out / "run.json").read_text())["calibration"]["held_out_clicks"] == 0
+
+
+def test_the_table_lists_each_chosen_threshold_with_its_click_scores():
+    from napari_pcam.cli.run import calibration_lines
+
+    record = {"held_out_clicks": 40, "training_clicks": 160,
+              "cam_inference.bg_threshold": {"value": 0.45, "configured": 0.3, "score": 81.25,
+                                             "configured_score": 70.0},
+              "affinity.bg_threshold": {"value": 0.1, "configured": 0.05, "score": 95.0, "configured_score": None,
+                                        "coverage": 30.0}}
+    lines = calibration_lines(record)
+    assert "40 held-out clicks" in lines[0]
+    assert "cam_inference.bg_threshold" in lines[1] and "0.45 (0.30)" in lines[1] and "81.2 (70.0)" in lines[1]
+    assert "95.0 (-)" in lines[2] and "covers 30% of its clicks" in lines[2]
+    assert calibration_lines(None) == []

@@ -50,3 +50,10 @@ def test_a_run_that_stops_early_checks_only_the_networks_it_builds(tiny_pipeline
     check_encoders(bad, ("cam",))
     with pytest.raises(ConfigError, match="irn.backbone='vgg16'"):
         check_encoders(bad, ("cam", "irn"))
+
+
+def test_the_calibration_choice_switches_threshold_calibration():
+    on = apply_choices(PipelineConfig(), calibrate=True)
+    assert on.calibration.enabled and not PipelineConfig().calibration.enabled
+    assert not apply_choices(on, calibrate=False).calibration.enabled
+    assert apply_choices(on).calibration.enabled  # None keeps the config's

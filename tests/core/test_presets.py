@@ -53,5 +53,23 @@ def test_sample_preset_without_the_crf_package_warns_and_runs_without(monkeypatc
 
 
 def test_unknown_preset_names_the_choices():
-    with pytest.raises(ConfigError, match="paper, sample, smoke"):
+    with pytest.raises(ConfigError, match="paper, sample, cpu, smoke"):
         presets.get_preset("fast")
+
+
+def test_cpu_preset_is_pretrained_budgeted_in_steps_and_calibrated(monkeypatch):
+    from napari_pcam.core.models.encoders import offline_encoders
+
+    monkeypatch.setattr("napari_pcam.core.stages.affinity.crf_available", lambda: True)
+    cfg = presets.get_preset("cpu")
+    assert cfg.cam.backbone == cfg.irn.backbone == cfg.deeplab.backbone == presets.CPU_ENCODER
+    assert presets.CPU_ENCODER in offline_encoders()  # its ImageNet weights install with the package
+    assert cfg.cam.weights == cfg.deeplab.weights == "imagenet" and cfg.irn.weights == "same"
+    assert min(cfg.cam.steps, cfg.irn.steps, cfg.deeplab.steps) > 0  # budgets in steps, not epochs
+    assert cfg.calibration.enabled
+    paper = PipelineConfig()  # the paper's learning rates and alpha
+    assert (cfg.cam.lr_backbone, cfg.cam.lr_classifier, cfg.cam.alpha) == (
+        paper.cam.lr_backbone, paper.cam.lr_classifier, paper.cam.alpha)
+    assert (cfg.deeplab.lr, cfg.deeplab.weight_decay) == (paper.deeplab.lr, paper.deeplab.weight_decay)
+    assert not PipelineConfig().calibration.enabled  # the paper preset keeps its fixed thresholds
+    assert cfg == PipelineConfig.from_dict(cfg.to_dict())

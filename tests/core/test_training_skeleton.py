@@ -16,6 +16,7 @@ from napari_pcam.core.training import (
     grad_scaler,
     load_state,
     optimizer_step,
+    planned_steps,
     poly_schedule,
     shuffled_batches,
 )
@@ -158,3 +159,32 @@ def test_the_record_round_trips_in_the_checkpoint_format(tmp_path):
 def test_weights_that_do_not_fit_are_a_checkpoint_error():
     with pytest.raises(CheckpointError, match="the weights in x.pt do not fit a toy"):
         load_state(torch.nn.Linear(3, 1), {"weight": torch.zeros(2, 2)}, "x.pt", "a toy")
+
+
+def test_a_step_budget_replaces_epochs_whatever_the_number_of_images():
+    from napari_pcam.core.config import DeepLabConfig, IrnConfig
+
+    for cls in (CamConfig, IrnConfig, DeepLabConfig):
+        assert planned_steps(cls(epochs=5, min_steps=2), 40) == 40
+        assert planned_steps(cls(epochs=5, min_steps=50), 40) == 50
+        assert planned_steps(cls(epochs=5, min_steps=50, steps=7), 40) == 7
+        assert planned_steps(cls(steps=7), 4000) == 7
+        assert planned_steps(cls(), 0) == 1
+
+
+def test_pcam_and_deeplab_train_for_their_step_budget(tiny_data, tiny_cam_config):
+    import dataclasses
+
+    from napari_pcam.core.config import DeepLabConfig, RuntimeConfig
+    from napari_pcam.core.stages.cam import train_cam
+    from napari_pcam.core.stages.segmentation import train_deeplab
+
+    records = []
+    config = dataclasses.replace(tiny_cam_config, epochs=20, steps=3)
+    gen = train_cam(tiny_data.images, tiny_data.points, config, runtime=RuntimeConfig(device="cpu"))
+    records.extend(gen)
+    assert max(r.total for r in records if r.stage == "pcam") == 3
+    seg = DeepLabConfig(backbone="resnet18", weights="none", crop_size=64, batch_size=2, epochs=50, steps=2)
+    records = list(train_deeplab(tiny_data.images, [np.asarray(m, np.uint8) for m in tiny_data.masks],
+                                 len(tiny_data.class_names), seg, device="cpu"))
+    assert max(r.total for r in records) == 2

@@ -31,11 +31,15 @@ from ..core.progress import drain
 ROWS = ("pcam chain", "cam chain", "point-only deeplab", "random forest", "fully supervised deeplab")
 
 
-def _chain(data: RunData, config: PipelineConfig, out: Path) -> dict[str, Any]:
-    result = drain(run_pipeline(data, config, out, until="final", force=True))
+def _chain(data: RunData, config: PipelineConfig, out: Path, held_out_stages: bool = True) -> dict[str, Any]:
+    result = drain(run_pipeline(data, config, out, until="final", force=True, held_out_rows=held_out_stages))
     m = result.metrics
     row = {"train_miou": m["train"]["final"], "val_miou": m.get("val", {}).get("final"),
-           "stages": {s: m["train"][s] for s in ("pcam", "refined", "final")}}
+           "stages": {s: m["train"][s] for s in ("pcam", "refined", "final")},
+           "stage_seconds": m.get("seconds", {}),
+           "clicks": {s: c["balanced"] for s, c in m.get("clicks", {}).items()}}
+    if "calibration" in m:  # the thresholds chosen at the held-out clicks
+        row["calibration"] = m["calibration"]
     if "val" in m:  # held-out CAMs restricted to each mask's classes, as the paper's val rows
         row["val_stages"] = {s: m["val"].get(s) for s in ("pcam", "refined", "final")}
     return row
@@ -76,14 +80,16 @@ def _random_forest(data: RunData, config: PipelineConfig) -> dict[str, Any]:
     return _score(data, lambda stack: random_forest_baseline(data.images, data.points, stack, seed=config.runtime.seed))
 
 
-def run_row(name: str, data: RunData, config: PipelineConfig, work: Path) -> dict[str, Any]:
-    """One benchmark row, measured in this process."""
+def run_row(name: str, data: RunData, config: PipelineConfig, work: Path,
+            held_out_stages: bool = True) -> dict[str, Any]:
+    """One benchmark row, measured in this process (``held_out_stages``: the chains also score the PCAM and
+    refined labels of the held-out images, which costs their CAMs and random walks)."""
     start = time.perf_counter()
     if name == "pcam chain":
-        row = _chain(data, config, work / "pcam_chain")
+        row = _chain(data, config, work / "pcam_chain", held_out_stages)
     elif name == "cam chain":
         cfg = dataclasses.replace(config, cam=dataclasses.replace(config.cam, alpha=0.0))
-        row = _chain(data, cfg, work / "cam_chain")
+        row = _chain(data, cfg, work / "cam_chain", held_out_stages)
     elif name == "point-only deeplab":
         row = _deeplab_on(_sparse, data, config)
     elif name == "random forest":
@@ -97,14 +103,14 @@ def run_row(name: str, data: RunData, config: PipelineConfig, work: Path) -> dic
     return {"name": name, **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}}
 
 
-def _child(name, data, config, work, queue) -> None:
+def _child(name, data, config, work, held_out_stages, queue) -> None:
     try:
-        queue.put(run_row(name, data, config, work))
+        queue.put(run_row(name, data, config, work, held_out_stages))
     except BaseException as exc:  # report, never hang the parent
         queue.put({"name": name, "error": f"{exc.__class__.__name__}: {exc}"})
 
 
-def benchmark_chain(data: RunData, config: PipelineConfig, work: str | Path, rows=ROWS):
+def benchmark_chain(data: RunData, config: PipelineConfig, work: str | Path, rows=ROWS, held_out_stages: bool = True):
     """Yield (row name, index, total) while running, return the list of row dicts (+ a summary)."""
     from ..core.errors import DataError
     from ..core.progress import Progress
@@ -114,10 +120,13 @@ def benchmark_chain(data: RunData, config: PipelineConfig, work: str | Path, row
     work = Path(work)
     ctx = mp.get_context("spawn")
     results = []
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise DataError(f"unknown benchmark row(s) {', '.join(map(repr, unknown))}; choose from {', '.join(ROWS)}.")
     for i, name in enumerate(rows):
         yield Progress("benchmark", i, len(rows), message=name)
         queue = ctx.Queue()
-        proc = ctx.Process(target=_child, args=(name, data, config, work, queue))
+        proc = ctx.Process(target=_child, args=(name, data, config, work, held_out_stages, queue))
         proc.start()
         row = queue.get()
         proc.join()

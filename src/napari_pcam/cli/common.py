@@ -12,7 +12,7 @@ from ..core.choices import apply_choices
 from ..core.config import PipelineConfig, load_config
 from ..core.errors import DataError
 from ..core.models.encoders import ENCODER_NAMES, offline_encoders
-from ..core.presets import get_preset
+from ..core.presets import PRESETS, get_preset
 from ..core.progress import Progress
 
 T = TypeVar("T")
@@ -22,7 +22,9 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     """--config, --preset and the common overrides."""
     g = p.add_argument_group("settings (defaults: the paper's; --sample uses the light 'sample' preset)")
     g.add_argument("--config", type=Path, help="TOML or JSON config file (written as config.toml by every run)")
-    g.add_argument("--preset", choices=["paper", "sample"], help="start from a named preset")
+    g.add_argument("--preset", choices=list(PRESETS), help="start from a named preset: paper (the paper's "
+                   "settings, ResNet-50), sample (the built-in sample), cpu (user data on a CPU: pretrained "
+                   "EfficientNet-Lite0, budgets in steps, thresholds from the clicks), smoke (a few steps)")
     g.add_argument("--backbone", choices=ENCODER_NAMES, metavar="ENCODER",
                    help=f"encoder of every network: {', '.join(ENCODER_NAMES)}")
     g.add_argument("--weights", help="'imagenet', 'none' or the path of a .pth state dict of the encoder "
@@ -31,6 +33,9 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cam-epochs", type=int, help="epochs of PCAM training")
     g.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     g.add_argument("--seed", type=int, help="random seed")
+    g.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
+                   help="choose the CAM, mining and random-walk thresholds from held-out clicks (default: the "
+                   "preset's; on in 'cpu'); --no-calibrate uses the configured thresholds")
 
 
 def add_sample_variant_option(p: argparse.ArgumentParser) -> None:
@@ -65,7 +70,8 @@ def resolve_config(args: argparse.Namespace, default_preset: str = "paper") -> P
     else:
         cfg = get_preset(args.preset or default_preset)
     return apply_choices(cfg, encoder=args.backbone, weights=args.weights, alpha=args.alpha,
-                         cam_epochs=args.cam_epochs, device=args.device, seed=args.seed)
+                         cam_epochs=args.cam_epochs, device=args.device, seed=args.seed,
+                         calibrate=getattr(args, "calibrate", None))
 
 
 @contextlib.contextmanager

@@ -97,4 +97,25 @@ def print_summary(metrics: dict, total: float, out: Path) -> None:
     for s in rows:
         cells = [f"{d[s]:.1f}" if d.get(s) is not None else "-" for d in (seconds, train, val, clicks)]
         print(f"{s:<11} {cells[0]:>9} {cells[1]:>11} {cells[2]:>9} {cells[3]:>9}")
+    for line in calibration_lines(metrics.get("calibration")):
+        print(line)
     print(f"total {total:.1f} s; results in {out}")
+
+
+def calibration_lines(record: dict | None) -> list[str]:
+    """The thresholds chosen at the held-out clicks, each with its held-out click score and the configured
+    value's (accuracy for the background thresholds, precision of the mined labels for IRNet's)."""
+    if not record:
+        return []
+    if "fallback" in record:
+        return [f"calibration: {record['fallback']}"]
+    lines = [f"thresholds chosen at {record['held_out_clicks']} held-out clicks "
+             f"(configured value in brackets; held-out click score, %):"]
+    for name, c in record.items():
+        if isinstance(c, dict):
+            def pct(v):
+                return "-" if v is None else f"{v:.1f}"
+            cover = f", covers {c['coverage']:.0f}% of its clicks" if c.get("coverage") is not None else ""
+            lines.append(f"  {name:<27} {c['value']:.2f} ({c['configured']:.2f})   "
+                         f"{pct(c['score'])} ({pct(c['configured_score'])}){cover}")
+    return lines

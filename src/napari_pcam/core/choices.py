@@ -23,6 +23,7 @@ def apply_choices(
     cam_epochs: int | None = None,
     device: str | None = None,
     seed: int | None = None,
+    calibrate: bool | None = None,
 ) -> PipelineConfig:
     """``config`` with the given choices (None keeps a value); every value is checked.
 
@@ -48,7 +49,10 @@ def apply_choices(
         runtime = dataclasses.replace(runtime, device=device)
     if seed is not None:
         runtime = dataclasses.replace(runtime, seed=seed)
-    return dataclasses.replace(config, cam=cam, irn=irn, deeplab=deeplab, runtime=runtime)
+    calibration = config.calibration
+    if calibrate is not None:
+        calibration = dataclasses.replace(calibration, enabled=bool(calibrate))
+    return dataclasses.replace(config, cam=cam, irn=irn, deeplab=deeplab, runtime=runtime, calibration=calibration)
 
 
 def check_encoders(config: PipelineConfig, networks: tuple[str, ...] = ("cam", "irn", "deeplab")) -> None:

@@ -88,6 +88,8 @@ class CamConfig:
         scale_range: Random rescale range of the training images.
         flip: Random horizontal flips during training.
         min_steps: Lower bound on the number of optimiser steps (useful for tiny datasets).
+        steps: Exactly this many optimiser steps when > 0, whatever the number of images (then ``epochs``
+            and ``min_steps`` are ignored): a budget that is the same for 20 images and for 2,000.
     """
 
     backbone: str = "resnet50"
@@ -105,9 +107,11 @@ class CamConfig:
     scale_range: tuple[float, float] = (0.5, 1.5)
     flip: bool = True
     min_steps: int = 0
+    steps: int = 0
 
     def __post_init__(self) -> None:
         _check_encoder_name("cam.backbone", self.backbone)
+        _check_range("cam.steps", self.steps, 0, 10**7)
         _check_weights("cam.weights", self.weights)
         _check_range("cam.alpha", self.alpha, 0.0, 1e3)
         _check_choice("cam.point_mode", self.point_mode, ("clicks", "all"))
@@ -209,6 +213,8 @@ class IrnConfig:
         freeze_backbone: Keep the backbone fixed, as IRNet does (no gradients, BatchNorm in eval mode);
             False trains it with the branches (useful when it starts from random weights).
         min_steps: Lower bound on the number of optimiser steps.
+        steps: Exactly this many optimiser steps when > 0, whatever the number of images (then ``epochs``
+            and ``min_steps`` are ignored): a budget that is the same for 20 images and for 2,000.
     """
 
     backbone: str = "resnet50"
@@ -225,6 +231,7 @@ class IrnConfig:
     displacement: bool = True
     freeze_backbone: bool = True
     min_steps: int = 0
+    steps: int = 0
 
     def __post_init__(self) -> None:
         _check_encoder_name("irn.backbone", self.backbone)
@@ -236,6 +243,7 @@ class IrnConfig:
         _check_range("irn.epochs", self.epochs, 1, 100000)
         _check_range("irn.batch_size", self.batch_size, 1, 4096)
         _check_range("irn.min_steps", self.min_steps, 0, 10**7)
+        _check_range("irn.steps", self.steps, 0, 10**7)
         _check_crop("irn.crop_size", self.crop_size)
         _check_scale_range("irn.scale_range", self.scale_range)
 
@@ -309,6 +317,8 @@ class DeepLabConfig:
             paper's DeepLabv3+, so off by default and in the sample preset (``docs/sample_crf.toml``
             turns it on).
         min_steps: Lower bound on the number of optimiser steps.
+        steps: Exactly this many optimiser steps when > 0, whatever the number of images (then ``epochs``
+            and ``min_steps`` are ignored): a budget that is the same for 20 images and for 2,000.
         click_override: Train on the pseudo labels with every click's disc set to the click's class (a
             pseudo label that contradicts a click is wrong by definition). Not in the paper, so off by default.
         click_radius: Radius of that disc in pixels (0 = the clicked pixel only).
@@ -333,6 +343,7 @@ class DeepLabConfig:
     test_flip: bool = False
     crf: bool = False
     min_steps: int = 0
+    steps: int = 0
     click_override: bool = False
     click_radius: int = 2
 
@@ -346,6 +357,7 @@ class DeepLabConfig:
         _check_range("deeplab.epochs", self.epochs, 1, 100000)
         _check_range("deeplab.batch_size", self.batch_size, 1, 4096)
         _check_range("deeplab.min_steps", self.min_steps, 0, 10**7)
+        _check_range("deeplab.steps", self.steps, 0, 10**7)
         _check_range("deeplab.head_lr_mult", self.head_lr_mult, 0.0, 1000.0, lo_open=True)
         _check_range("deeplab.batch_tiles", self.batch_tiles, 1, 1024)
         _check(
@@ -397,6 +409,42 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class CalibrationConfig:
+    """Thresholds chosen from the clicks instead of fixed (see :mod:`napari_pcam.core.calibration`).
+
+    A stratified share of the clicks is held out of PCAM training; the CAM background threshold, IRNet's
+    foreground / background mining thresholds and the random walk's background are then chosen on those
+    held-out clicks, which no network has seen. Off, the thresholds of ``cam_inference``, ``affinity`` and
+    ``random_walk`` apply as configured (the paper's 0.3 / 0.3 / 0.05 / 0.3 by default).
+
+    Attributes:
+        enabled: Choose the thresholds from held-out clicks.
+        held_out: Fraction of each class's clicks held out of PCAM training, but at least ``min_clicks``
+            while that is at most half of them (never an image's last click of a class, so the image-level
+            labels stay the same).
+        min_clicks: Held-out clicks every clicked class needs; with fewer the run warns and uses the
+            configured thresholds, training on all clicks (the documented fallback).
+        precision: Class-balanced precision at the held-out clicks that IRNet's mined foreground and
+            background must reach; the most permissive thresholds that reach it are chosen.
+        tolerance: Background thresholds whose held-out click score is within this many points of the best
+            form the plateau whose middle is chosen (robust to a single lucky click).
+    """
+
+    enabled: bool = False
+    held_out: float = 0.2
+    min_clicks: int = 5
+    precision: float = 0.9
+    tolerance: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.enabled, bool), f"calibration.enabled={self.enabled!r} must be true or false.")
+        _check_range("calibration.held_out", self.held_out, 0.0, 0.5, lo_open=True)
+        _check_range("calibration.min_clicks", self.min_clicks, 1, 10**6)
+        _check_range("calibration.precision", self.precision, 0.0, 1.0, lo_open=True)
+        _check_range("calibration.tolerance", self.tolerance, 0.0, 100.0)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """All stages of a run. Sections appear in TOML as ``[cam]``, ``[cam_inference]``, ..."""
 
@@ -406,6 +454,7 @@ class PipelineConfig:
     irn: IrnConfig = field(default_factory=IrnConfig)
     random_walk: RandomWalkConfig = field(default_factory=RandomWalkConfig)
     deeplab: DeepLabConfig = field(default_factory=DeepLabConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:

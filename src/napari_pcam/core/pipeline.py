@@ -23,6 +23,7 @@ from typing import Any, Callable, Generator, Sequence
 import numpy as np
 
 from . import distributed
+from .calibration import CalibrationWarning, ClickSplit, choose_background, choose_mining, samples_at, split_clicks
 from .choices import check_encoders
 from .click_scores import click_scores, painted, stage_warnings
 from .config import PipelineConfig, to_dict
@@ -33,13 +34,14 @@ from .data.points import PointAnnotations
 from .device import resolve_device
 from .distributed import evaluate
 from .errors import DataError
-from .io import atomic_write_text, write_tiff
+from .io import atomic_write, atomic_write_text, write_tiff
 from .progress import Progress
 from .run_folder import RunFolder, fingerprint
 from .stages.cam import TrainedCam, train_cam
 from .stages.cam_inference import compute_cams
 from .stages.irn import TrainedIrn, load_irn, train_irn
-from .stages.refine import refine_images
+from .stages.random_walk import normalised_scores, scores_to_labels
+from .stages.refine import refine_images, walk_images
 from .stages.segmentation import TrainedSegmenter, load_segmenter, save_segmenter, train_deeplab
 
 STAGES = ("pcam", "cams", "irn", "refined", "deeplab", "final")
@@ -164,12 +166,16 @@ def run_pipeline(
         config.save(folder.path("config.toml"))
     result = RunResult(folder.root)
     names = data.points.class_names
+    split = yield from _split_clicks(data, config, folder, result)
     k = fingerprint(data.key(), to_dict(config.cam), config.runtime.seed,
                     fingerprint(data.masks) if config.cam.point_mode == "all" else "",
-                    "init" if init is None else fingerprint(init.model.state_dict()["classifier.weight"].numpy()))
-    result.pcam = yield from _stage_pcam(data, config, folder, k, init)
+                    "init" if init is None else fingerprint(init.model.state_dict()["classifier.weight"].numpy()),
+                    "" if split is None else fingerprint(split.held.image, split.held.yx, split.held.cls))
+    result.pcam = yield from _stage_pcam(data, config, folder, k, init, data.points if split is None else split.train)
     k = fingerprint(k, to_dict(config.cam_inference))
-    result.cams = yield from _stage_cams(data, config, folder, result.pcam, k)
+    result.cams = yield from _stage_cams(data, config, folder, result.pcam, k, write_labels=split is None)
+    if split is not None:  # the CAM background and IRNet's mining thresholds, from the held-out clicks
+        config = _calibrate_cams(data, config, folder, result, split)
     thr = config.cam_inference.bg_threshold
     pcam_labels = LazySequence(result.cams, lambda c: c.labels(thr))
     yield from _check_clicks(folder, result, data.points, "pcam", pcam_labels)
@@ -189,13 +195,20 @@ def run_pipeline(
     result.irn = yield from _stage_irn(data, config, folder, result, k)
     if last < STAGES.index("refined"):
         return result
+    if split is not None and not config.random_walk.instances:  # the walk's background, from the held-out clicks
+        walk = yield from _stage_walk(data, config, folder, result, fingerprint(k, to_dict(config.random_walk)))
+        config = _calibrate_walk(data, config, folder, result, split, walk)
     k = fingerprint(k, to_dict(config.random_walk))
 
     def refiner(images: ImageStack, cams: Sequence[CamMaps]):
         return lambda idx: refine_images(images.subset(idx), take(cams, idx), result.irn, config.random_walk,
                                          device=config.runtime.device)
 
-    result.refined = yield from _stage_labels("refined", refiner(data.images, result.cams), data.images, folder, k)
+    if split is not None and not config.random_walk.instances:
+        make = partial(_walk_labels, data.images, result.cams, walk, config.random_walk.bg_threshold)
+    else:
+        make = refiner(data.images, result.cams)
+    result.refined = yield from _stage_labels("refined", make, data.images, folder, k)
     if not config.random_walk.instances:
         yield from _check_clicks(folder, result, data.points, "refined", result.refined)
     if data.masks is not None and not config.random_walk.instances:
@@ -222,14 +235,116 @@ def run_pipeline(
     return result
 
 
-def _stage_pcam(data: RunData, config: PipelineConfig, folder: RunFolder, key: str, init: TrainedCam | None):
+def _split_clicks(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult):
+    """The held-out clicks of calibration (None when it is off, or cannot run: then a warning says why)."""
+    if not config.calibration.enabled:
+        return None
+    split = split_clicks(data.points, config.calibration, config.runtime.seed)
+    record = {"held_out_clicks": len(split.held), "training_clicks": len(split.train)}
+    if not split.usable:
+        record["fallback"] = split.reason
+    _record_calibration(folder, result, record)
+    if not split.usable:
+        warnings.warn(split.reason, CalibrationWarning, stacklevel=3)
+        yield Progress("check", 1, 1, message=split.reason)
+        return None
+    return split
+
+
+def _record_calibration(folder: RunFolder, result: RunResult, entries: dict) -> None:
+    """Add to the calibration record of ``run.json`` and ``metrics.json`` (chosen values and click scores)."""
+    result.metrics.setdefault("calibration", {}).update(entries)
+    folder.manifest["calibration"] = result.metrics["calibration"]
+    folder.save_manifest()
+    _write_metrics(folder, result)
+
+
+def _calibrate_cams(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult,
+                    split: ClickSplit) -> PipelineConfig:
+    """Choose the CAM background and IRNet's mining thresholds at the held-out clicks; write ``pcam_labels/``."""
+    cal = config.calibration
+    scores, cls = samples_at(((c.keys, c.highres) if len(split.held.for_image(i)[1]) else None
+                              for i, c in enumerate(result.cams)), split.held)
+    cam = choose_background("cam_inference.bg_threshold", scores, cls, config.cam_inference.bg_threshold,
+                            tolerance=cal.tolerance)
+    fg, bg = choose_mining(scores, cls, (config.affinity.fg_threshold, config.affinity.bg_threshold),
+                           precision=cal.precision)
+    _record_calibration(folder, result, {c.name: c.record() for c in (cam, fg, bg)})
+    config = dataclasses.replace(
+        config, cam_inference=dataclasses.replace(config.cam_inference, bg_threshold=cam.value),
+        affinity=dataclasses.replace(config.affinity, fg_threshold=fg.value, bg_threshold=bg.value))
+    stems = [Path(n).stem for n in data.images.names]
+    for i in distributed.shard(len(stems)):
+        write_tiff(folder.path("pcam_labels", f"{stems[i]}.tif"), result.cams[i].labels(cam.value))
+    return config
+
+
+def _stage_walk(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str):
+    """The random walk's scores of the training images (``walk/<stem>.npy``, stride 4), cached on rerun."""
+    paths = [folder.path("walk", f"{Path(n).stem}.npy") for n in data.images.names]
+    if folder.is_done("walk", key) and all(p.is_file() for p in paths):
+        yield Progress("walk", len(paths), len(paths), message="cached")
+        return LazySequence(paths, np.load)
+    folder.forget("walk")
+    start = time.perf_counter()
+
+    def make(idx):
+        return walk_images(data.images.subset(idx), take(result.cams, idx), result.irn, config.random_walk,
+                           device=config.runtime.device)
+
+    scores = yield from run_sharded(make, len(paths), "walk")
+    for path, s in zip(paths, scores):
+        if s is not None:
+            atomic_write(path, partial(_save_npy, s))
+    distributed.barrier()
+    folder.mark_done("walk", key, time.perf_counter() - start)
+    return LazySequence(paths, np.load)
+
+
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def _calibrate_walk(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult,
+                    split: ClickSplit, walk: Sequence[np.ndarray]) -> PipelineConfig:
+    """Choose the random walk's background threshold at the held-out clicks."""
+    shapes = data.images.shapes
+    scores, cls = samples_at(((result.cams[i].keys, normalised_scores(torch_tensor(walk[i]), shapes[i][:2]))
+                              if len(split.held.for_image(i)[1]) else None for i in range(len(walk))), split.held)
+    rw = choose_background("random_walk.bg_threshold", scores, cls, config.random_walk.bg_threshold,
+                           tolerance=config.calibration.tolerance)
+    _record_calibration(folder, result, {rw.name: rw.record()})
+    return dataclasses.replace(config, random_walk=dataclasses.replace(config.random_walk, bg_threshold=rw.value))
+
+
+def torch_tensor(array: np.ndarray):
+    """A NumPy array as a torch tensor (torch is imported by the stages anyway)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _walk_labels(images: ImageStack, cams: Sequence[CamMaps], walk: Sequence[np.ndarray], threshold: float,
+                 idx: Sequence[int]):
+    """Refined labels of the images ``idx`` from their stored random-walk scores at ``threshold``."""
+    out = []
+    for j, i in enumerate(idx):
+        lab = scores_to_labels(torch_tensor(walk[i]), cams[i].keys, images.shapes[i][:2], threshold)
+        out.append(lab)
+        yield Progress("refine", j + 1, len(idx), message=images.names[i], preview=lab)
+    return out
+
+
+def _stage_pcam(data: RunData, config: PipelineConfig, folder: RunFolder, key: str, init: TrainedCam | None,
+                points: PointAnnotations):
     path = folder.path("models", "pcam.pt")
     if folder.is_done("pcam", key) and path.is_file():
         yield Progress("pcam", 1, 1, message="cached")
         return TrainedCam.load(path, data.points.class_names)
     folder.forget("pcam")
     start = time.perf_counter()
-    trained = yield from train_cam(data.images, data.points, config.cam, runtime=config.runtime, masks=data.masks,
+    trained = yield from train_cam(data.images, points, config.cam, runtime=config.runtime, masks=data.masks,
                                    init=init)
     if distributed.is_main():
         trained.save(path)
@@ -237,11 +352,13 @@ def _stage_pcam(data: RunData, config: PipelineConfig, folder: RunFolder, key: s
     return trained
 
 
-def _stage_cams(data: RunData, config: PipelineConfig, folder: RunFolder, trained: TrainedCam, key: str):
-    """CAMs of the training images (``cams/``), with ``pcam/`` maps and ``pcam_labels/`` TIFFs and previews."""
+def _stage_cams(data: RunData, config: PipelineConfig, folder: RunFolder, trained: TrainedCam, key: str,
+                write_labels: bool = True):
+    """CAMs of the training images (``cams/``), with ``pcam/`` maps and ``pcam_labels/`` TIFFs and previews
+    (the labels later, at the calibrated threshold, when ``write_labels`` is False)."""
     keys_of = partial(image_keys, data.points, len(data.images), config.cam_inference.restrict_to_labels)
     return (yield from _cam_files("cams", data.images, keys_of, config, folder, trained, key,
-                                  num_classes=data.points.num_classes))
+                                  num_classes=data.points.num_classes, write_labels=write_labels))
 
 
 def val_keys(masks: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -258,7 +375,8 @@ def _stage_val_cams(data: RunData, config: PipelineConfig, folder: RunFolder, tr
 
 
 def _cam_files(stage: str, images: ImageStack, keys_of: Callable[[], list], config: PipelineConfig,
-               folder: RunFolder, trained: TrainedCam, key: str, num_classes: int | None = None):
+               folder: RunFolder, trained: TrainedCam, key: str, num_classes: int | None = None,
+               write_labels: bool = True):
     """CAMs of every image into ``<stage>/<stem>.npz`` (this rank's share), cached on rerun.
 
     ``keys_of()`` gives each image's classes (None = all), called only when the CAMs are computed. With
@@ -281,7 +399,8 @@ def _cam_files(stage: str, images: ImageStack, keys_of: Callable[[], list], conf
         c.save(paths[i])
         if num_classes is not None:
             write_tiff(folder.path("pcam", f"{stems[i]}.tif"), c.dense(num_classes), axes="CYX")
-            write_tiff(folder.path("pcam_labels", f"{stems[i]}.tif"), c.labels(config.cam_inference.bg_threshold))
+            if write_labels:
+                write_tiff(folder.path("pcam_labels", f"{stems[i]}.tif"), c.labels(config.cam_inference.bg_threshold))
         yield Progress(stage, j + 1, len(mine), message=images.names[i], preview=c if num_classes is not None else None)
     distributed.barrier()  # every rank's CAMs are on disk
     folder.mark_done(stage, key, time.perf_counter() - start)
@@ -442,8 +561,9 @@ class StageWarning(UserWarning):
 def _write_metrics(folder: RunFolder, result: RunResult) -> None:
     metrics = result.metrics
     done = set(metrics.get("train", {})) | set(metrics.get("val", {})) | set(metrics.get("clicks", {}))
-    last = max(STAGES.index(s) for s in done if s in STAGES)
+    last = max((STAGES.index(s) for s in done if s in STAGES), default=-1)
     wanted = set(STAGES[: last + 1]) | ({"val_cams", "val_refined", "val_final"} if "val" in metrics else set())
+    wanted |= {"walk"} if "irn" in wanted else set()  # the random walk's scores, when calibration needs them
     metrics["seconds"] = {k: v for k, v in folder.seconds().items() if k in wanted}
     if distributed.is_main():
         atomic_write_text(folder.path("metrics.json"), json.dumps(metrics, indent=2) + "\n")

@@ -44,6 +44,14 @@ POWER = 0.9
 LossFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]]
 
 
+def planned_steps(config: Any, by_epochs: int) -> int:
+    """Optimiser steps of a stage: ``config.steps`` when set (a budget independent of the number of images),
+    else ``by_epochs`` (the stage's ``epochs`` in steps) but at least ``config.min_steps`` and 1."""
+    if config.steps > 0:
+        return int(config.steps)
+    return max(int(by_epochs), int(config.min_steps), 1)
+
+
 def shuffled_batches(n: int, batch: int, steps: int, rng: np.random.Generator) -> list[list[int]]:
     """IRNet's and DeepLab's plan: image indices of every step's global batch, cut from consecutive
     shuffled epochs (``rng.permutation(n)`` each; a batch may span two epochs)."""

@@ -28,7 +28,7 @@ from ..device import resolve_device
 from ..errors import DataError
 from ..models.cam import CamNet
 from ..progress import Progress
-from ..training import TrainedNetwork, epoch_keys, fit, load_state
+from ..training import TrainedNetwork, epoch_keys, fit, load_state, planned_steps
 
 EPS = 1e-5
 
@@ -201,7 +201,7 @@ def train_cam(
     if len(used) < batch:
         raise DataError(f"{len(used)} annotated images cannot fill a batch of {batch} over {world} processes; "
                         "annotate more images or start fewer processes.")
-    total = max(config.epochs * (len(used) // batch), config.min_steps)
+    total = planned_steps(config, config.epochs * (len(used) // batch))
     keys = epoch_keys(len(used), batch, total, torch.Generator().manual_seed(runtime.seed))
     loader = seeded_loader(make, keys, runtime.seed, collate_fn=_collate, num_workers=runtime.num_workers,
                            pin_memory=device.type == "cuda")

@@ -31,7 +31,7 @@ from ..device import resolve_device
 from ..errors import CheckpointError, DataError, MissingStageError
 from ..models.irn import IrnNet
 from ..progress import Progress
-from ..training import TrainedNetwork, fit, load_state, shuffled_batches
+from ..training import TrainedNetwork, fit, load_state, planned_steps, shuffled_batches
 from .affinity import IGNORE, mine_all
 from .pairs import pair_difference, pair_displacement_target, pair_labels, path_affinity
 
@@ -252,7 +252,7 @@ def train_irn(
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     tensors = LazySequence(images.images, image_to_tensor)  # per crop: lazily read datasets stay on disk
     size = distributed.global_batch(min(config.batch_size, len(images)))  # the global batch under torchrun
-    total = max(config.min_steps, config.epochs * math.ceil(len(images) / size))
+    total = planned_steps(config, config.epochs * math.ceil(len(images) / size))
     plan = shuffled_batches(len(images), size, total, rng)
     loader = crop_loader(_IrnCrop(tensors, labels, config), plan, seed, num_workers=num_workers,
                          pin_memory=device.type == "cuda")

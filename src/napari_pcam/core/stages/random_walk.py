@@ -122,9 +122,15 @@ def scores_to_labels(rw: torch.Tensor, keys: np.ndarray, shape: tuple[int, int],
     Returns:
         uint8 (H, W) class ids (uint16 for ids over 254), 0 = background.
     """
+    return cams_to_labels(normalised_scores(rw, shape), keys, bg_threshold)
+
+
+def normalised_scores(rw: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """Random-walk scores (K, h, w) upsampled x4 to ``shape`` and divided by their global max: float32
+    (K, H, W) in [0, 1], the maps that the background threshold is compared with (IRNet)."""
     scores = up4(rw, shape)
     scores = scores / scores.max().clamp_min(1e-5) if scores.numel() else scores
-    return cams_to_labels(scores.cpu().numpy(), keys, bg_threshold)
+    return scores.cpu().numpy()
 
 
 def up4(maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -175,17 +181,29 @@ def refine_image(
     Returns:
         uint8 (H, W) class ids, 0 = background.
     """
+    rw = walk_scores(image, cams, model, config=config, device=device)
+    return scores_to_labels(rw, cams.keys, image.shape[:2], config.bg_threshold)
+
+
+def walk_scores(
+    image: np.ndarray, cams: CamMaps, model: IrnNet, *, config: RandomWalkConfig, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The random walk's propagated class scores of one image, before the background plane.
+
+    Returns:
+        float32 (K, ceil(H/4), ceil(W/4)) on ``device``, one map per ``cams.keys``; :func:`scores_to_labels`
+        turns them into labels at any background threshold (:func:`normalised_scores` into [0, 1] maps).
+    """
     device = resolve_device(device) if isinstance(device, str) else device
     _check_cams(image, cams)
     boundary, _ = predict_boundary(model, image, device=device, flip=config.flip)
-    rw = random_walk(
+    return random_walk(
         torch.from_numpy(np.asarray(cams.lowres, np.float32)).to(device),
         boundary,
         beta=config.beta,
         exp_times=config.exp_times,
         radius=config.radius,
     )
-    return scores_to_labels(rw, cams.keys, image.shape[:2], config.bg_threshold)
 
 
 def _check_cams(image: np.ndarray, cams: CamMaps) -> None:

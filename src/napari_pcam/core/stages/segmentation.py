@@ -33,7 +33,7 @@ from ..device import resolve_device
 from ..errors import ConfigError, DataError
 from ..models.deeplab import DeepLabV3Plus
 from ..progress import Progress
-from ..training import TrainedNetwork, fit, load_state, shuffled_batches
+from ..training import TrainedNetwork, fit, load_state, planned_steps, shuffled_batches
 from . import segmentation_inference as inference
 
 IGNORE = 255
@@ -231,8 +231,8 @@ def train_deeplab(
         labels: uint8 ``H x W`` per image: class ids 0..num_classes-1, 255 = ignore (dense pseudo labels,
             true masks, or sparse click maps from :func:`napari_pcam.core.baselines.points_to_sparse_labels`).
         num_classes: Classes including background (K).
-        config: Recipe; steps = max(ceil(epochs * N / batch), min_steps) with batch = max(batch_size, 2)
-            (the ASPP image-pooling BatchNorm needs two crops per batch).
+        config: Recipe; steps = ``config.steps`` if set, else max(ceil(epochs * N / batch), min_steps) with
+            batch = max(batch_size, 2) (the ASPP image-pooling BatchNorm needs two crops per batch).
         device: 'auto', 'cpu', 'cuda', ... or a torch device.
         seed: Seeds the network initialisation (through torch's global generator) and the augmentation.
         amp: Mixed precision on CUDA.
@@ -261,7 +261,7 @@ def train_deeplab(
     xs = LazySequence(images.images, image_to_tensor)
     ys = LazySequence(labels, _label_tensor)
     batch = distributed.global_batch(config.batch_size, minimum_per_rank=2)  # ASPP pooling BN: 2 crops per rank
-    total = max(math.ceil(config.epochs * len(xs) / batch), config.min_steps, 1)
+    total = planned_steps(config, math.ceil(config.epochs * len(xs) / batch))
     yield Progress(STAGE, 0, total, message=f"training DeepLabv3+ ({config.backbone}) for {total} steps")
     plan = shuffled_batches(len(xs), batch, total, rng)
     loader = crop_loader(_DeepLabCrop(xs, ys, config), plan, seed, num_workers=num_workers,

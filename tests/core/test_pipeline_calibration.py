@@ -1,0 +1,120 @@
+"""The chain with thresholds chosen at held-out clicks (calibration.enabled), and its fallback."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_pcam.core.calibration import GRID, CalibrationWarning
+from napari_pcam.core.config import CalibrationConfig
+from napari_pcam.core.data.points import PointAnnotations
+from napari_pcam.core.pipeline import RunData, run_pipeline
+from napari_pcam.core.progress import drain
+from napari_pcam.core.stages.random_walk import scores_to_labels
+
+CHOSEN = ("cam_inference.bg_threshold", "affinity.fg_threshold", "affinity.bg_threshold", "random_walk.bg_threshold")
+
+
+def _dense_clicks(data: RunData, per_class: int = 3) -> PointAnnotations:
+    """``per_class`` clicks of every class present in each training mask (so that some can be held out)."""
+    rng = np.random.default_rng(0)
+    img, yx, cls = [], [], []
+    for i, mask in enumerate(data.masks):
+        for c in np.unique(mask):
+            if c == 255:
+                continue
+            ys, xs = np.nonzero(mask == c)
+            for j in rng.choice(len(ys), min(per_class, len(ys)), replace=False):
+                img.append(i), yx.append((ys[j], xs[j])), cls.append(c)
+    return PointAnnotations(np.array(img), np.array(yx, float), np.array(cls), data.points.class_names)
+
+
+@pytest.fixture(scope="module")
+def calibrated(run_data, tiny_pipeline, tmp_path_factory):
+    data = RunData(run_data.images, _dense_clicks(run_data), run_data.masks, run_data.val_images, run_data.val_masks)
+    config = dataclasses.replace(tiny_pipeline, calibration=CalibrationConfig(enabled=True, min_clicks=1))
+    out = tmp_path_factory.mktemp("calibrated")
+    result = drain(run_pipeline(data, config, out, until="refined"))
+    return data, config, out, result
+
+
+def test_the_chosen_thresholds_and_their_click_scores_are_recorded(calibrated):
+    data, config, out, result = calibrated
+    record = json.loads((out / "run.json").read_text())["calibration"]
+    assert record == json.loads((out / "metrics.json").read_text())["calibration"] == result.metrics["calibration"]
+    assert record["held_out_clicks"] + record["training_clicks"] == len(data.points)
+    assert record["held_out_clicks"] > 0 and "fallback" not in record
+    for name in CHOSEN:
+        entry = record[name]
+        assert entry["value"] in GRID
+        assert entry["configured"] == pytest.approx(dict(
+            zip(CHOSEN, (0.3, 0.3, 0.05, 0.3)))[name])  # the tiny config keeps the paper's thresholds
+        assert entry["score"] is None or 0 <= entry["score"] <= 100
+    assert record["affinity.bg_threshold"]["value"] <= record["affinity.fg_threshold"]["value"]
+    assert "walk" in result.metrics["seconds"]
+
+
+def test_labels_use_the_chosen_thresholds(calibrated):
+    data, config, out, result = calibrated
+    record = result.metrics["calibration"]
+    for i, name in enumerate(data.images.names):
+        stem = name.rsplit(".", 1)[0]
+        pcam = tifffile.imread(out / "pcam_labels" / f"{stem}.tif")
+        assert np.array_equal(pcam, result.cams[i].labels(record["cam_inference.bg_threshold"]["value"]))
+        walk = np.load(out / "walk" / f"{stem}.npy")
+        expected = scores_to_labels(torch.from_numpy(walk), result.cams[i].keys, data.images.shapes[i][:2],
+                                    record["random_walk.bg_threshold"]["value"])
+        assert np.array_equal(result.refined[i], expected)
+
+
+def test_pcam_never_trains_on_the_held_out_clicks(run_data, tiny_pipeline, tmp_path, monkeypatch):
+    from napari_pcam.core import pipeline
+
+    data = RunData(run_data.images, _dense_clicks(run_data), run_data.masks)
+    seen = {}
+    real = pipeline.train_cam
+
+    def spy(images, points, *a, **k):
+        seen["points"] = points
+        return (yield from real(images, points, *a, **k))
+
+    monkeypatch.setattr(pipeline, "train_cam", spy)
+    config = dataclasses.replace(tiny_pipeline, calibration=CalibrationConfig(enabled=True, min_clicks=1))
+    result = drain(run_pipeline(data, config, tmp_path / "run", until="cams"))
+    trained = seen["points"]
+    assert len(trained) == result.metrics["calibration"]["training_clicks"] < len(data.points)
+    np.testing.assert_array_equal(trained.image_labels(len(data.images)), data.points.image_labels(len(data.images)))
+
+
+def test_too_few_clicks_warn_and_keep_the_configured_thresholds(run_data, tiny_pipeline, tmp_path):
+    # the fixture's clicks: one click of one class in the whole set, which cannot be held out
+    config = dataclasses.replace(tiny_pipeline, calibration=CalibrationConfig(enabled=True))
+    records = []
+    gen = run_pipeline(run_data, config, tmp_path / "run", until="cams")
+    with pytest.warns(CalibrationWarning, match="too few clicks to calibrate"):
+        while True:
+            try:
+                records.append(next(gen))
+            except StopIteration as stop:
+                result = stop.value
+                break
+    assert any(r.stage == "check" and "too few clicks" in r.message for r in records)  # the widget shows it
+    record = json.loads((tmp_path / "run" / "run.json").read_text())["calibration"]
+    assert "fallback" in record and record["held_out_clicks"] == 0
+    assert record["training_clicks"] == len(run_data.points)
+    name = run_data.images.names[0].rsplit(".", 1)[0]
+    pcam = tifffile.imread(tmp_path / "run" / "pcam_labels" / f"{name}.tif")
+    assert np.array_equal(pcam, result.cams[0].labels(tiny_pipeline.cam_inference.bg_threshold))
+
+
+def test_turning_calibration_on_retrains_pcam(run_data, tiny_pipeline, tmp_path):
+    from napari_pcam.core.run_folder import StaleStageError
+
+    data = RunData(run_data.images, _dense_clicks(run_data), run_data.masks)
+    drain(run_pipeline(data, tiny_pipeline, tmp_path / "run", until="pcam"))
+    config = dataclasses.replace(tiny_pipeline, calibration=CalibrationConfig(enabled=True, min_clicks=1))
+    with pytest.raises(StaleStageError):  # other training clicks: not the cached PCAM
+        drain(run_pipeline(data, config, tmp_path / "run", until="pcam"))
