@@ -79,12 +79,24 @@ def test_samples_are_read_at_the_clicks_with_zeros_for_missing_classes():
     maps1 = np.zeros((2, 2, 3), np.float32)
     maps1[:, 0, 1] = (0.1, 0.7)
     scores, cls = samples_at([(np.array([1]), maps0), (np.array([1, 2]), maps1)], held)
-    np.testing.assert_allclose(scores, [[0.9, 0.0], [0.2, 0.0], [0.1, 0.7]])
+    np.testing.assert_allclose(scores, [[0, 0.9, 0.0], [0, 0.2, 0.0], [0, 0.1, 0.7]])  # column 0: no bg map
     np.testing.assert_array_equal(cls, [1, 0, 2])
 
 
+def test_a_learnt_background_map_is_column_zero_and_competes_in_the_argmax():
+    held = _points([(0, 0, 0, 0), (0, 0, 1, 1)])
+    maps = np.array([[[0.9, 0.2]], [[0.5, 0.6]]], np.float32)  # keys 0 (background map) and 1
+    scores, cls = samples_at([(np.array([0, 1]), maps)], held)
+    np.testing.assert_allclose(scores, [[0.9, 0.5, 0.0], [0.2, 0.6, 0.0]])
+    # the plane alone (0.3) would call the first click 'a'; the background map wins there
+    np.testing.assert_array_equal(argmax_labels(scores, 0.3), [0, 1])
+    from napari_pcam.core.data.cams import cams_to_labels
+
+    np.testing.assert_array_equal(cams_to_labels(maps, np.array([0, 1]), 0.3)[0], argmax_labels(scores, 0.3))
+
+
 def test_argmax_ties_go_to_background_and_accuracy_is_class_balanced():
-    scores = np.array([[0.5, 0.1], [0.2, 0.3]], np.float32)
+    scores = np.array([[0, 0.5, 0.1], [0, 0.2, 0.3]], np.float32)
     np.testing.assert_array_equal(argmax_labels(scores, 0.5), [0, 0])
     np.testing.assert_array_equal(argmax_labels(scores, 0.25), [1, 2])
     # 1 of 1 background right, 1 of 3 foreground 'a' right: (100 + 33.3) / 2
@@ -98,7 +110,7 @@ def _separable(rng, n=200, fg_level=0.7, bg_level=0.2, spread=0.08):
     for c in (1, 2):
         scores[cls == c, c - 1] = np.clip(rng.normal(fg_level, spread, np.sum(cls == c)), 0, 1)
     scores[cls == 0] = np.clip(rng.normal(bg_level, spread, (np.sum(cls == 0), 2)), 0, 1)
-    return scores.astype(np.float32), cls
+    return np.concatenate([np.zeros((n, 1)), scores], axis=1).astype(np.float32), cls
 
 
 def test_background_threshold_lands_between_the_two_populations():
@@ -115,7 +127,7 @@ def test_background_threshold_lands_between_the_two_populations():
 def test_background_threshold_takes_the_middle_of_the_plateau():
     # every threshold in [0.2, 0.85) labels these clicks perfectly (ties go to background): grid values
     # 0.20 .. 0.80, whose middle is 0.5
-    scores = np.array([[0.2, 0.0], [0.0, 0.2], [0.85, 0.0], [0.0, 0.85]], np.float32)
+    scores = np.array([[0, 0.2, 0.0], [0, 0.0, 0.2], [0, 0.85, 0.0], [0, 0.0, 0.85]], np.float32)
     choice = choose_background("x", scores, np.array([0, 0, 1, 2]), 0.3, tolerance=0.0)
     assert choice.value == pytest.approx(0.5)
 
@@ -137,7 +149,8 @@ def test_mining_thresholds_reach_the_precision_and_are_ordered():
 def test_mining_falls_back_to_the_most_precise_when_the_target_is_out_of_reach():
     rng = np.random.default_rng(2)
     cls = rng.integers(0, 3, 300)
-    scores = rng.uniform(0, 1, (300, 2)).astype(np.float32)  # maps that know nothing
+    scores = rng.uniform(0, 1, (300, 3)).astype(np.float32)  # maps that know nothing
+    scores[:, 0] = 0
     fg, bg = choose_mining(scores, cls, (0.3, 0.05), precision=0.99)
     assert fg.value in GRID and bg.value <= fg.value
     assert fg.score < 99  # reported honestly, not the target

@@ -99,3 +99,22 @@ def test_tiled_inference_matches_whole_image():
 def test_unannotated_images_train_without_error(tiny_data, tiny_cam_config):
     keep = tiny_data.points.image != 0
     drain(train_cam(tiny_data.images, tiny_data.points.subset(keep), tiny_cam_config, runtime=RuntimeConfig(seed=1)))
+
+
+def test_a_background_map_is_learnt_and_is_class_zero_of_the_cams(tiny_data, tiny_cam_config, tmp_path):
+    from napari_pcam.core.stages.cam import TrainedCam
+
+    config = dataclasses.replace(tiny_cam_config, background_map=True)
+    trained = drain(train_cam(tiny_data.images, tiny_data.points, config))
+    k = tiny_data.points.num_classes
+    assert trained.model.classifier.out_channels == k + 1 and trained.model.background
+    cams = compute_cams(trained.model, tiny_data.images.images[0], CamInferenceConfig(scales=(1.0,)), keys=[1, 2])
+    np.testing.assert_array_equal(cams.keys, [0, 1, 2])
+    assert cams.highres.shape[0] == 3 and cams.dense(k).shape[0] == k
+    np.testing.assert_array_equal(cams.dense(k)[[0, 1]], cams.highres[1:])  # the dense maps are the classes'
+    assert set(np.unique(cams.labels(0.3))) <= {0, 1, 2}
+    trained.save(tmp_path / "pcam.pt")
+    again = TrainedCam.load(tmp_path / "pcam.pt", tiny_data.class_names)
+    assert again.model.background and again.model.classifier.out_channels == k + 1
+    with pytest.raises(DataError, match="background_map"):
+        drain(train_cam(tiny_data.images, tiny_data.points, tiny_cam_config, init=trained))

@@ -188,3 +188,15 @@ def test_irn_loader_workers_make_the_same_crops(tiny_data):
         torch.testing.assert_close(x[0], y[0], rtol=0, atol=1e-5)
         assert torch.equal(x[1], y[1])
     assert not torch.equal(a[0][0][0], list(crop_loader(make, plan, 8))[0][0][0])  # the seed matters
+
+
+def test_instances_leave_a_learnt_background_map_out(trained, data):
+    images, _, cams = data
+    config = RandomWalkConfig(exp_times=4, centroid_iterations=20, min_instance_area=0)
+    c = cams[0]
+    with_bg = CamMaps(np.concatenate([[0], c.keys]), np.concatenate([np.ones_like(c.highres[:1]), c.highres]),
+                      np.concatenate([np.ones_like(c.lowres[:1]), c.lowres]))
+    a = refine_instances(images.images[0], c, trained[0].model, config=config)
+    b = refine_instances(images.images[0], with_bg, trained[0].model, config=config)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])

@@ -118,3 +118,18 @@ def test_turning_calibration_on_retrains_pcam(run_data, tiny_pipeline, tmp_path)
     config = dataclasses.replace(tiny_pipeline, calibration=CalibrationConfig(enabled=True, min_clicks=1))
     with pytest.raises(StaleStageError):  # other training clicks: not the cached PCAM
         drain(run_pipeline(data, config, tmp_path / "run", until="pcam"))
+
+
+def test_the_chain_runs_with_a_learnt_background_map(run_data, tiny_pipeline, tmp_path):
+    data = RunData(run_data.images, _dense_clicks(run_data), run_data.masks, run_data.val_images, run_data.val_masks)
+    config = dataclasses.replace(tiny_pipeline, cam=dataclasses.replace(tiny_pipeline.cam, background_map=True),
+                                 calibration=CalibrationConfig(enabled=True, min_clicks=1))
+    result = drain(run_pipeline(data, config, tmp_path / "run", until="refined"))
+    assert all(c.keys[0] == 0 for c in result.cams)  # class 0: the background map
+    assert all(c.keys[0] == 0 for c in result.val_cams)
+    record = result.metrics["calibration"]
+    for i, name in enumerate(data.images.names):  # labels at the chosen threshold, the background map in the argmax
+        stem = name.rsplit(".", 1)[0]
+        assert np.array_equal(tifffile.imread(tmp_path / "run" / "pcam_labels" / f"{stem}.tif"),
+                              result.cams[i].labels(record["cam_inference.bg_threshold"]["value"]))
+    assert set(result.metrics["train"]) == {"pcam", "refined"}

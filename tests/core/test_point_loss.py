@@ -71,3 +71,16 @@ def test_no_points_gives_zero_with_graph():
                       torch.tensor([[1.0]]), size=(4, 4))
     loss.backward()
     assert float(loss) == 0.0 and np.all(maps.grad.numpy() == 0)
+
+
+def test_a_background_map_is_one_at_background_clicks_and_zero_at_the_others():
+    maps = torch.zeros(1, 2, 4, 4)  # class 1, then the background map
+    maps[0, 0, :, :2] = 1.0
+    maps[0, 1, :, 2:] = 1.0
+    yx, cls = torch.tensor([[1, 0], [2, 3]]), torch.tensor([1, 0])
+    assert float(point_loss(maps, [(yx, cls)], torch.tensor([[1.0]]), size=(4, 4))) == pytest.approx(0, abs=1e-4)
+    swapped = maps.flip(1)  # background where class 1 was clicked: every value wrong on both maps
+    assert float(point_loss(swapped, [(yx, cls)], torch.tensor([[1.0]]), size=(4, 4))) == pytest.approx(1, rel=1e-3)
+    # without background clicks the background map still learns to be 0 at the class clicks
+    only = point_loss(maps.flip(1), [(yx[:1], cls[:1])], torch.tensor([[1.0]]), size=(4, 4))
+    assert float(only) == pytest.approx(1.0, rel=1e-3)

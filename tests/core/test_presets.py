@@ -66,7 +66,7 @@ def test_cpu_preset_is_pretrained_budgeted_in_steps_and_calibrated(monkeypatch):
     assert presets.CPU_ENCODER in offline_encoders()  # its ImageNet weights install with the package
     assert cfg.cam.weights == cfg.deeplab.weights == "imagenet" and cfg.irn.weights == "same"
     assert min(cfg.cam.steps, cfg.irn.steps, cfg.deeplab.steps) > 0  # budgets in steps, not epochs
-    assert cfg.calibration.enabled
+    assert cfg.calibration.enabled and cfg.cam.background_map
     paper = PipelineConfig()  # the paper's learning rates and alpha
     assert (cfg.cam.lr_backbone, cfg.cam.lr_classifier, cfg.cam.alpha) == (
         paper.cam.lr_backbone, paper.cam.lr_classifier, paper.cam.alpha)

@@ -104,14 +104,15 @@ def samples_at(maps: Iterable[tuple[np.ndarray, np.ndarray] | None], held: Point
 
     Args:
         maps: Per image, in the points' image order, ``(keys, scores)`` with int (K,) class ids and float
-            (K, H, W) scores in [0, 1] (None for an image without held-out clicks may be given).
+            (K, H, W) scores in [0, 1] (None for an image without held-out clicks may be given); key 0 is a
+            learnt background map.
         held: The held-out clicks.
 
     Returns:
-        ``(scores, cls)``: float32 (P, C) with C = number of foreground classes (0 where an image has no map
-        of the class) and int64 (P,) the clicks' classes.
+        ``(scores, cls)``: float32 (P, C + 1), column c the map of class c (column 0 the background map, if
+        any; 0 where an image has no map of the class), and int64 (P,) the clicks' classes.
     """
-    k = held.num_classes
+    k = held.num_classes + 1
     rows, classes = [], []
     for i, item in enumerate(maps):
         yx, cls = held.for_image(i)
@@ -120,7 +121,7 @@ def samples_at(maps: Iterable[tuple[np.ndarray, np.ndarray] | None], held: Point
         keys, scores = item
         px = click_pixels(yx, scores.shape[1:])
         block = np.zeros((len(cls), k), np.float32)
-        block[:, np.asarray(keys, np.int64) - 1] = np.asarray(scores)[:, px[:, 0], px[:, 1]].T
+        block[:, np.asarray(keys, np.int64)] = np.asarray(scores)[:, px[:, 0], px[:, 1]].T
         rows.append(block)
         classes.append(cls)
     if not rows:
@@ -140,9 +141,11 @@ def balanced_accuracy(pred: np.ndarray, cls: np.ndarray) -> float:
 
 
 def argmax_labels(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Labels of an argmax over [background plane at ``threshold``; scores] (ties go to background), (P,)."""
-    full = np.concatenate([np.full((len(scores), 1), threshold, np.float32), scores], axis=1)
-    return np.argmax(full, axis=1)
+    """Labels (P,) of an argmax over [background plane at ``threshold``; background map; class maps] as
+    :func:`~napari_pcam.core.data.cams.cams_to_labels` (ties go to background); ``scores`` as
+    :func:`samples_at` gives them (column 0 the background map, zero without one)."""
+    bg = np.maximum(np.float32(threshold), scores[:, :1])
+    return np.argmax(np.concatenate([bg, scores[:, 1:]], axis=1), axis=1)
 
 
 @dataclass(frozen=True)
@@ -204,14 +207,15 @@ def _precision(mined: np.ndarray, correct: np.ndarray, w: np.ndarray) -> float |
 
 
 def _mined(scores: np.ndarray, cls: np.ndarray, t: float, kind: str) -> tuple[float | None, float]:
-    """(class-balanced precision %, coverage %) at the held-out clicks of the labels mined at threshold ``t``:
-    ``kind`` 'fg' = foreground where the best class score exceeds t (that class), 'bg' = background where
-    every class score is below t. Coverage = share of the clicks of that kind that are mined."""
+    """(class-balanced precision %, coverage %) at the held-out clicks of the labels mined at threshold ``t``
+    (as :func:`~napari_pcam.core.stages.affinity.mine_labels` does without the CRF): ``kind`` 'fg' =
+    foreground where a class map beats the background at t (that class), 'bg' = background where nothing does.
+    Coverage = share of the clicks of that kind that are mined."""
+    labels = argmax_labels(scores, t)
     if kind == "fg":
-        labels = argmax_labels(scores, t)
         mined, correct, own = labels > 0, labels == cls, cls > 0
     else:
-        mined = ~(scores >= t).any(axis=1)
+        mined = labels == 0
         correct, own = cls == 0, cls == 0
     cover = float(100.0 * np.mean(mined[own])) if own.any() else 0.0
     return _precision(mined, correct, _weights(cls)), cover

@@ -88,6 +88,8 @@ class CamConfig:
         scale_range: Random rescale range of the training images.
         flip: Random horizontal flips during training.
         min_steps: Lower bound on the number of optimiser steps (useful for tiny datasets).
+        background_map: Learn a background map from the background clicks (point loss only), used in the
+            argmax next to the constant background score; not in the paper (off), on in the 'cpu' preset.
         steps: Exactly this many optimiser steps when > 0, whatever the number of images (then ``epochs``
             and ``min_steps`` are ignored): a budget that is the same for 20 images and for 2,000.
     """
@@ -108,9 +110,12 @@ class CamConfig:
     flip: bool = True
     min_steps: int = 0
     steps: int = 0
+    background_map: bool = False
 
     def __post_init__(self) -> None:
         _check_encoder_name("cam.backbone", self.backbone)
+        _check(isinstance(self.background_map, bool),
+               f"cam.background_map={self.background_map!r} must be true or false.")
         _check_range("cam.steps", self.steps, 0, 10**7)
         _check_weights("cam.weights", self.weights)
         _check_range("cam.alpha", self.alpha, 0.0, 1e3)

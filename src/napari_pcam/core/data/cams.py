@@ -15,7 +15,7 @@ class CamMaps:
     """Max-normalised CAMs of one image for some foreground classes.
 
     Attributes:
-        keys: int64 (K,) foreground class ids (1..C) the maps belong to, ascending.
+        keys: int64 (K,) class ids (1..C) the maps belong to, ascending; 0 first for a learnt background map.
         highres: float32 (K, H, W) maps at image resolution, each in [0, 1].
         lowres: float32 (K, ceil(H/4), ceil(W/4)) maps at stride 4 (for the random walk), each in [0, 1].
     """
@@ -34,9 +34,10 @@ class CamMaps:
         return cams_to_labels(self.highres, self.keys, threshold)
 
     def dense(self, num_classes: int) -> np.ndarray:
-        """float32 (num_classes, H, W) maps with zeros for classes not in ``keys``."""
+        """float32 (num_classes, H, W) foreground maps with zeros for classes not in ``keys``."""
         out = np.zeros((num_classes, *self.shape), np.float32)
-        out[self.keys - 1] = self.highres
+        fg = self.keys > 0
+        out[self.keys[fg] - 1] = self.highres[fg]
         return out
 
     def save(self, path: str | Path) -> None:

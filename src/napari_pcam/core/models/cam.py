@@ -21,18 +21,21 @@ class CamNet(nn.Module):
         backbone: Encoder registry name (see :data:`~napari_pcam.core.models.encoders.ENCODERS`).
         weights: 'imagenet', 'none' or a path to a state dict of that encoder.
         in_channels: Image channels.
-        num_classes: Foreground classes (background has no map).
+        num_classes: Foreground classes.
+        background: Also learn a background map (one more classifier row, the last): the clicked background
+            is a class like the others instead of a constant score (not in the paper).
 
     With pretrained weights the stages up to stride 8 are frozen (IRNet detaches after ResNet's layer2)
     and BatchNorm statistics stay fixed; from scratch everything trains.
     """
 
     def __init__(self, *, backbone: str = "resnet50", weights: str = "imagenet", in_channels: int = 3,
-                 num_classes: int):
+                 num_classes: int, background: bool = False):
         super().__init__()
         self.backbone = Encoder(name=backbone, weights=weights, in_channels=in_channels)
-        self.classifier = nn.Conv2d(self.backbone.channels[-1], num_classes, 1, bias=False)
+        self.classifier = nn.Conv2d(self.backbone.channels[-1], num_classes + int(background), 1, bias=False)
         self.num_classes = num_classes
+        self.background = background
         if self.backbone.pretrained:
             self.backbone.freeze_stages()
 
@@ -41,12 +44,14 @@ class CamNet(nn.Module):
         return self.backbone(x)[-1]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (logits B x K, raw maps B x K x h x w before ReLU); logits = spatial mean of the maps."""
+        """Return (logits B x M, raw maps B x M x h x w before ReLU); logits = spatial mean of the maps.
+
+        M = K foreground maps, plus the background map last when ``background``."""
         maps = self.classifier(self.features(x))
         return maps.mean(dim=(2, 3)), maps
 
     def cams(self, x: torch.Tensor) -> torch.Tensor:
-        """ReLU class activation maps, B x K x ceil(H/16) x ceil(W/16)."""
+        """ReLU class activation maps, B x M x ceil(H/16) x ceil(W/16) (M as :meth:`forward`)."""
         return F.relu(F.conv2d(self.features(x), self.classifier.weight))
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -55,6 +55,7 @@ class TrainedCam(TrainedNetwork):
             weights="none",
             in_channels=data["in_channels"],
             num_classes=len(data["class_names"]) - 1,
+            background=config.background_map,
         )
         if config.weights != "none":  # rebuild the frozen parts exactly as they were trained
             model.backbone.pretrained = True
@@ -73,8 +74,11 @@ def point_loss(
 ) -> torch.Tensor:
     """The PCAM point loss (paper Eq. 3-5).
 
+    With a background map (``maps`` has K + 1 channels, the last one background's) background is a class
+    present in every image: a background click is 1 on that map and 0 on the others, every other click 0 on it.
+
     Args:
-        maps: float B x K x h x w class activation maps (after ReLU).
+        maps: float B x K x h x w class activation maps (after ReLU), or B x (K + 1) with the background map.
         points: Per image (yx int64 (P, 2) pixel indices in the crop, cls int64 (P,) class ids, 0 = bg).
         labels: float B x K image-level labels (1 = class present).
         size: (H, W) of the crop the maps are upsampled to.
@@ -87,13 +91,18 @@ def point_loss(
     peak = up.flatten(2).amax(dim=2)
     if detach_max:
         peak = peak.detach()
+    k = labels.shape[1]
+    channel_class = torch.arange(1, maps.shape[1] + 1, device=maps.device)
+    if maps.shape[1] == k + 1:  # the background map: class 0, present everywhere
+        channel_class[k] = 0
+        labels = torch.cat([labels, labels.new_ones((labels.shape[0], 1))], dim=1)
     losses = []
     for b, (yx, cls) in enumerate(points):
         present = torch.nonzero(labels[b] > 0).flatten()
         if len(yx) == 0 or len(present) == 0:
             continue
         values = up[b][present][:, yx[:, 0], yx[:, 1]] / (peak[b, present, None] + EPS)  # (Kp, P)
-        target = (cls[None, :] == (present[:, None] + 1)).to(values.dtype)
+        target = (cls[None, :] == channel_class[present][:, None]).to(values.dtype)
         losses.append(((values - target) ** 2).mean(dim=1).mean())
     if not losses:
         return maps.sum() * 0.0
@@ -141,7 +150,8 @@ def _loss(config: CamConfig):
     def loss_fn(outputs, batch):
         logits, raw = outputs
         images, labels, pts = batch
-        cls_loss = F.multilabel_soft_margin_loss(logits.float(), labels)
+        # image-level labels are the foreground's: a background map learns from the background clicks only
+        cls_loss = F.multilabel_soft_margin_loss(logits[:, : labels.shape[1]].float(), labels)
         pt_loss = point_loss(F.relu(raw.float()), pts, labels, size=images.shape[2:], detach_max=config.detach_max)
         loss = cls_loss + config.alpha * pt_loss if config.alpha > 0 else cls_loss
         return loss, {"cls_loss": float(cls_loss.detach()), "point_loss": float(pt_loss.detach())}
@@ -222,6 +232,11 @@ def _build_model(images: ImageStack, points: PointAnnotations, config: CamConfig
                 f"cannot fine-tune: the model was trained with encoder {init.model.backbone.name!r}, the settings ask "
                 f"for {config.backbone!r}. Choose {init.model.backbone.name!r} or train from scratch."
             )
+        if init.model.background != config.background_map:
+            raise DataError(
+                f"cannot fine-tune: the model was trained with cam.background_map={init.model.background}, the "
+                f"settings ask for {config.background_map}. Use the same setting or train from scratch."
+            )
         if init.model.backbone.in_channels != images.channels:
             raise DataError(
                 f"cannot fine-tune: the model expects {init.model.backbone.in_channels}-channel images, "
@@ -229,5 +244,6 @@ def _build_model(images: ImageStack, points: PointAnnotations, config: CamConfig
             )
         return init.model
     return CamNet(
-        backbone=config.backbone, weights=config.weights, in_channels=images.channels, num_classes=points.num_classes
+        backbone=config.backbone, weights=config.weights, in_channels=images.channels, num_classes=points.num_classes,
+        background=config.background_map,
     )

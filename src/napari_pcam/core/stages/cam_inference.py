@@ -41,7 +41,7 @@ def stride16_cams(model: CamNet, x: torch.Tensor, config: CamInferenceConfig, am
         with autocast(x.device, amp):
             return model.cams(x)[0].float()
     gh, gw = math.ceil(h / STRIDE), math.ceil(w / STRIDE)
-    out = x.new_zeros((model.num_classes, gh, gw))
+    out = x.new_zeros((model.classifier.out_channels, gh, gw))
     weight = x.new_zeros((1, gh, gw))
     margin = config.tile_overlap // 2 // STRIDE
     for ys, ye, y_first, y_last in _tiles(h, tile, config.tile_overlap):
@@ -85,7 +85,8 @@ def compute_cams(
         model: Trained classifier (its device is used).
         image: The image.
         config: Scales, flip, tiling.
-        keys: Class ids (1..K) to keep; all classes when None.
+        keys: Class ids (1..K) to keep; all classes when None. A model with a background map adds it as
+            class 0 (the first map).
         amp: Mixed precision on CUDA.
     """
     device = next(model.parameters()).device
@@ -94,7 +95,10 @@ def compute_cams(
     h, w = x.shape[2:]
     low_size = (math.ceil(h / 4), math.ceil(w / 4))
     keys = np.arange(1, model.num_classes + 1) if keys is None else np.asarray(sorted(keys), np.int64)
-    idx = torch.as_tensor(keys - 1, device=device)
+    channels = keys - 1
+    if model.background:  # its map is the classifier's last row, class 0
+        keys, channels = np.concatenate([[0], keys]), np.concatenate([[model.num_classes], channels])
+    idx = torch.as_tensor(channels, device=device)
     high = x.new_zeros((len(keys), h, w))
     low = x.new_zeros((len(keys), *low_size))
     for scale in config.scales:

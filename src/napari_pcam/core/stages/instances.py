@@ -86,14 +86,15 @@ def refine_instances(
     groups = cluster_centroids(find_centroids(disp_np, config.centroid_iterations), disp_np, config.cluster_threshold)
     n_groups = int(groups.max()) + 1
     onehot = torch.from_numpy(np.eye(n_groups, dtype=np.float32)[groups]).permute(2, 0, 1).to(device)
-    lowres = torch.from_numpy(np.asarray(cams.lowres, np.float32)).to(device)
+    fg = np.asarray(cams.keys) > 0  # a learnt background map has no instances: the constant plane stays
+    lowres = torch.from_numpy(np.asarray(cams.lowres, np.float32)[fg]).to(device)
     split = (lowres[:, None] * onehot[None]).reshape(-1, *groups.shape)  # (K * n_groups) x h x w
     rw = random_walk(split, boundary, beta=config.beta, exp_times=config.exp_times, radius=config.radius)
     scores = up4(rw, image.shape[:2])
     scores = scores / scores.max().clamp_min(1e-5) if scores.numel() else scores
     bg = torch.full((1, *image.shape[:2]), config.instance_bg_threshold, dtype=scores.dtype, device=scores.device)
     winner = torch.argmax(torch.cat([bg, scores]), 0).cpu().numpy()
-    return _label_instances(winner, np.asarray(cams.keys, np.int64), n_groups, config.min_instance_area)
+    return _label_instances(winner, np.asarray(cams.keys, np.int64)[fg], n_groups, config.min_instance_area)
 
 
 def _label_instances(
