@@ -38,9 +38,10 @@ budgeted in optimiser steps rather than epochs (PCAM 200, IRNet 150, DeepLabv3+ 
 160-256 px crops), so that 20 images and 2,000 images both finish in minutes, and CAM inference at two scales
 (1.0, 0.5) with flips. PCAM also learns a background map from the background clicks
 (``cam.background_map``): background on user data is a class with a look of its own (land in aerial images,
-a slide's stain), not just 'no object'. Its thresholds are chosen from the clicks (``calibration.enabled``; a stratified 20% of
-each class's clicks is held out of PCAM training, see :mod:`.calibration`), because neither the paper's
-thresholds nor the sample's suit every data set; with too few clicks it warns and uses the paper's.
+a slide's stain), not just 'no object'. Its thresholds are chosen from the clicks (``calibration.enabled``;
+a stratified 20% of each class's clicks is held out of PCAM training, see :mod:`.calibration`), because
+neither the paper's thresholds nor the sample's suit every data set; with too few clicks it warns and uses
+the paper's.
 
 ``smoke`` checks the machinery, not the method: resnet18 from random weights, 64 px crops, a few optimiser
 steps per stage and single-scale CAM inference, so that ``napari-pcam benchmark voc --preset smoke`` runs
