@@ -18,18 +18,19 @@ from napari_pcam.core.stages.random_walk import scores_to_labels
 CHOSEN = ("cam_inference.bg_threshold", "affinity.fg_threshold", "affinity.bg_threshold", "random_walk.bg_threshold")
 
 
-def _dense_clicks(data: RunData, per_class: int = 3) -> PointAnnotations:
+def _dense_clicks(data: RunData, per_class: int = 3, masks=None, names=None) -> PointAnnotations:
     """``per_class`` clicks of every class present in each training mask (so that some can be held out)."""
     rng = np.random.default_rng(0)
     img, yx, cls = [], [], []
-    for i, mask in enumerate(data.masks):
+    for i, mask in enumerate(data.masks if masks is None else masks):
         for c in np.unique(mask):
             if c == 255:
                 continue
             ys, xs = np.nonzero(mask == c)
             for j in rng.choice(len(ys), min(per_class, len(ys)), replace=False):
                 img.append(i), yx.append((ys[j], xs[j])), cls.append(c)
-    return PointAnnotations(np.array(img), np.array(yx, float), np.array(cls), data.points.class_names)
+    return PointAnnotations(np.array(img), np.array(yx, float), np.array(cls),
+                            data.points.class_names if names is None else names)
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +134,17 @@ def test_the_chain_runs_with_a_learnt_background_map(run_data, tiny_pipeline, tm
         assert np.array_equal(tifffile.imread(tmp_path / "run" / "pcam_labels" / f"{stem}.tif"),
                               result.cams[i].labels(record["cam_inference.bg_threshold"]["value"]))
     assert set(result.metrics["train"]) == {"pcam", "refined"}
+
+
+def test_images_of_very_different_sizes_calibrate_together(tiny_pipeline, tmp_path):
+    from napari_pcam.core.data.images import ImageStack
+    from napari_pcam.core.data.synthetic import make_synthetic
+
+    small, large = make_synthetic(2, 48, seed=1), make_synthetic(2, 160, seed=2)
+    images = ImageStack(small.images.images + large.images.images, ["s0.png", "s1.png", "l0.png", "l1.png"])
+    masks = list(small.masks) + list(large.masks)
+    data = RunData(images, _dense_clicks(None, per_class=4, masks=masks, names=small.class_names), masks)
+    config = dataclasses.replace(tiny_pipeline, calibration=CalibrationConfig(enabled=True, min_clicks=2))
+    result = drain(run_pipeline(data, config, tmp_path / "run", until="refined"))
+    assert "fallback" not in result.metrics["calibration"]
+    assert [lab.shape for lab in result.refined] == [m.shape for m in masks]
