@@ -7,7 +7,7 @@ import pytest
 from qtpy.QtWidgets import QWidget
 
 from napari_pcam.core.data.cams import CamMaps
-from napari_pcam.gui.results import Redrawer, ResultTarget
+from napari_pcam.gui.results import Redrawer, ResultTarget, tool_overlays
 
 NAMES = ["background", "cell", "fiber"]
 COLORS = ["#000000", "#ff0000", "#00ff00"]
@@ -56,7 +56,8 @@ def test_layers_are_added_one_per_tick_with_the_window_painted_at_the_next(make_
         assert len(_results(viewer)) == count
         assert window.updatesEnabled()
         if KINDS[count - 1] == "refined":  # a Labels layer: its editing tools are built at ticks of their own
-            tools = [_results(viewer)[-1]._overlays[key] for key in ("polygon", "brush_stroke")]
+            tools = tool_overlays(_results(viewer)[-1])
+            assert len(tools) == 2
             assert not any(tool.visible for tool in tools), "the add itself builds no tool visuals"
             for restored in (1, 2):
                 assert not started and redraw.busy
@@ -119,7 +120,7 @@ def test_results_written_before_their_layer_exists_are_added_visible(make_napari
     redraw._tick()
     assert not redraw.busy
     (layer,) = _results(viewer)
-    assert all(layer._overlays[key].visible for key in ("polygon", "brush_stroke"))
+    assert len(tool_overlays(layer)) == 2 and all(tool.visible for tool in tool_overlays(layer))
     assert layer.visible and layer.data[0].max() == 2
 
 
@@ -181,3 +182,20 @@ def test_results_for_slices_not_on_screen_need_no_refresh(make_napari_viewer, mo
     target.show_cams(_cams(0.3), 0)
     target.flush()
     assert refreshed == ["img pcam cell", "img pcam fiber"]
+
+
+@pytest.mark.gui
+def test_the_one_private_napari_attribute_still_holds_the_labels_editing_tools(make_napari_viewer):
+    """tool_overlays reads napari's private ``Labels._overlays``: this fails when napari changes it."""
+    from napari.components.overlays import LabelsPolygonOverlay
+    from napari.components.overlays.labels_brush_stroke import LabelsBrushStrokeOverlay
+    from napari.layers import Labels
+
+    layer = Labels(np.zeros((8, 8), np.uint8))
+    polygon, brush = tool_overlays(layer)
+    assert isinstance(polygon, LabelsPolygonOverlay) and isinstance(brush, LabelsBrushStrokeOverlay)
+    assert polygon.visible and brush.visible, "napari builds their visuals only once they are visible"
+    viewer = make_napari_viewer()
+    viewer.add_layer(layer)
+    polygon.visible = False  # switching one off and on again works on a layer in the viewer
+    polygon.visible = True

@@ -379,16 +379,28 @@ class Redrawer:
 
 # napari builds the vispy visuals of a Labels layer's polygon and brush-stroke tools when the layer is added
 # (about 35 ms under llvmpipe); it builds an overlay's visual only once the overlay is visible, so they are
-# switched off for the add and back on at later ticks. Private napari API: without it, nothing is deferred.
-_TOOL_OVERLAYS = ("polygon", "brush_stroke")
+# switched off for the add and back on at later ticks.
+TOOL_OVERLAYS = ("polygon", "brush_stroke")
+
+
+def tool_overlays(layer: Labels) -> list:
+    """The editing-tool overlays (polygon, brush stroke) of a Labels layer; [] if napari has none of them.
+
+    The only use of private napari API in the plugin: napari (0.9) keeps a layer's overlays in
+    ``layer._overlays`` and has no public accessor for these two. Without it nothing is deferred (the
+    layers still work); ``tests/gui/test_results.py`` fails when napari renames or drops them.
+    """
+    overlays = getattr(layer, "_overlays", None)
+    if not hasattr(overlays, "get"):
+        return []
+    return [overlay for key in TOOL_OVERLAYS if (overlay := overlays.get(key)) is not None
+            and hasattr(overlay, "visible")]
 
 
 def _hide_tools(layer: Labels) -> list:
-    overlays = getattr(layer, "_overlays", None)
     hidden = []
-    for key in _TOOL_OVERLAYS:
-        overlay = overlays.get(key) if hasattr(overlays, "get") else None
-        if overlay is not None and getattr(overlay, "visible", False):
+    for overlay in tool_overlays(layer):
+        if overlay.visible:
             overlay.visible = False
             hidden.append(overlay)
     return hidden
