@@ -68,3 +68,43 @@ def test_bundle_gives_final_labels_and_heatmaps(tiny_layers, tmp_path, make_bund
         assert viewer.layers[f"new pcam {name}"].data.shape == (40, 48)
     widget.save(tmp_path / "copy")
     assert (tmp_path / "copy" / "bundle.json").is_file() and (tmp_path / "copy" / "deeplab.pt").is_file()
+
+
+@pytest.mark.gui
+def test_apply_shows_progress_in_the_widget_and_the_activity_dock(tiny_layers, tmp_path, make_bundle, wait_idle,
+                                                                    qtbot):
+    viewer, image, points = tiny_layers
+    make_bundle(tmp_path / "model")
+    widget = ApplyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.load(tmp_path / "model")
+    widget.image.value = image
+    seen = []
+    widget.apply()
+    activity = widget.activity
+    widget.worker.yielded.connect(lambda p: seen.append((activity.bar.desc, activity.bar.n, activity.bar.total)))
+    assert widget.cancel_button.isEnabled() and not widget.apply_button.isEnabled()
+    wait_idle(widget, timeout=60_000)
+    assert widget.status.text() == "done" and widget.progress.value() == 1000
+    # the dock's bar counts the images of each stage (tqdm puts ": " after a description)
+    assert seen and all(desc.startswith("apply to tiny: ") and total == 2 and 0 <= n <= 2 for desc, n, total in seen)
+    assert activity.closed and widget.activity is None and not widget.cancel_button.isEnabled()
+
+
+@pytest.mark.gui
+def test_cancelling_apply_from_the_activity_dock_stops_after_the_current_image(tiny_layers, tmp_path, make_bundle,
+                                                                               wait_idle):
+    viewer, image, points = tiny_layers
+    make_bundle(tmp_path / "model")
+    widget = ApplyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.load(tmp_path / "model")
+    widget.image.value = image
+    widget.apply()
+    steps = []
+    widget.worker.yielded.connect(lambda p: steps.append(p.step))
+    widget.activity.bar.cancel()  # what the dock's Cancel button calls
+    wait_idle(widget, timeout=60_000)
+    assert widget.status.text().startswith("cancelled"), widget.status.text()
+    assert len(steps) < 4, "a bundle yields 'cams' and 'final' per image: 2 images would be 4 records"
+    assert widget.apply_button.isEnabled()

@@ -39,3 +39,5 @@ def test_sample_opens(make_napari_viewer):
     assert kinds == ["Image", "Labels", "Points"]
     points = viewer.layers["pcam points"]
     assert set(points.features["class"]) <= set(points.metadata["class_names"])
+    assert all(tuple(layer.axis_labels) == ("slice", "y", "x") for layer in viewer.layers)
+    assert tuple(viewer.dims.axis_labels) == ("slice", "y", "x")

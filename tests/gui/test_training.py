@@ -122,3 +122,47 @@ def test_closing_the_viewer_stops_training(qtbot, tiny_layers, fast, wait_idle):
     qtbot.waitUntil(lambda: "pcam: step" in widget.status.text(), timeout=60_000)
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+
+
+def _activity_bar(job):
+    """The activity dock's bar (napari's QtLabeledProgressBar) that shows this job's napari progress."""
+    from qtpy.QtWidgets import QApplication
+
+    bars = [w for w in QApplication.allWidgets()
+            if type(w).__name__ == "QtLabeledProgressBar" and getattr(w, "progress", None) is job.activity.bar]
+    return bars[0] if bars else None
+
+
+@pytest.mark.gui
+def test_training_shows_in_the_activity_dock_whose_cancel_stops_it(qtbot, tiny_layers, fast, wait_idle):
+    viewer, image, points = tiny_layers
+    widget = _docked(viewer, image, points, fast)
+    widget.advanced["cam.min_steps"].value = 10_000
+    widget.train()
+    qtbot.waitUntil(lambda: "pcam: step 3/" in widget.status.text(), timeout=60_000)
+    activity = widget.activity
+    assert activity.bar.desc.startswith("train tiny: pcam") and activity.bar.total >= 10_000
+    assert activity.bar.n >= 2
+    dock_bar = _activity_bar(widget)
+    assert dock_bar is not None and not dock_bar.cancel_button.isHidden(), "a cancelable bar has Cancel"
+    assert dock_bar.qt_progress_bar.value() >= 2, "the dock shows the steps done"
+    qtbot.mouseClick(dock_bar.cancel_button, Qt.LeftButton)
+    wait_idle(widget, timeout=10_000)
+    assert widget.status.text().startswith("cancelled"), widget.status.text()
+    assert activity.closed and widget.activity is None
+    assert widget.train_button.isEnabled()
+
+
+@pytest.mark.gui
+def test_result_layers_carry_the_images_axis_labels_and_units(tiny_layers):
+    from napari_pcam.gui.results import ResultTarget
+
+    viewer, image, points = tiny_layers
+    image.axis_labels = ("slice", "row", "column")
+    image.units = ("", "µm", "µm")
+    target = ResultTarget(viewer, image, points.metadata["class_names"], points.metadata["class_colors"])
+    target.show_labels("final", np.zeros((64, 64), np.uint8), 1)
+    layer = target.layer("final")
+    assert tuple(layer.axis_labels) == ("slice", "row", "column")
+    assert [str(u) for u in layer.units] == [str(u) for u in image.units]
+    assert tuple(viewer.dims.axis_labels) == ("slice", "row", "column")

@@ -190,6 +190,7 @@ class AnnotationWidget(QWidget):
             raise PcamError("open an image first: the points layer is created for the chosen image layer.")
         layer = self.viewer.add_points(
             ndim=image.ndim, name=f"{image.name} points", scale=image.scale, translate=image.translate,
+            axis_labels=image.axis_labels, units=image.units,
             size=_point_size(image),
             features={C.FEATURE: np.array([], dtype=object)}, feature_defaults={C.FEATURE: self._names[1]},
             metadata={"class_names": list(self._names), "class_colors": list(self._colors)},
@@ -257,6 +258,7 @@ class AnnotationWidget(QWidget):
                   for i, n in enumerate(names)]
         layer = self.viewer.add_points(
             coords, ndim=image.ndim, name=f"{image.name} points", scale=image.scale, translate=image.translate,
+            axis_labels=image.axis_labels, units=image.units,
             features={C.FEATURE: labels}, metadata={"class_names": names, "class_colors": colors},
             size=_point_size(image), border_color="white",
         )

@@ -4,7 +4,8 @@ The current model is shared per viewer (see :mod:`.models`): the training widget
 stage or a whole chain finishes, Load replaces it. Models are model bundles (the ``model`` folder of a
 run: final labels, and heatmaps when it holds a PCAM) or single checkpoints (PCAM: heatmaps and their
 labels; DeepLabv3+: final labels). A model whose classes differ from the chosen points layer's classes
-is refused with a notification.
+is refused with a notification. Applying shows its progress in the widget's bar and in napari's activity
+dock (:mod:`.activity`); Cancel (either) stops it after the current image.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from magicgui.widgets import ComboBox, Container
 from napari.layers import Image, Labels, Points
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..core.errors import DataError, PcamError
+from .activity import ActivityBar
 from .annotation import CHANNEL_CHOICES
 from .classes import CLASS_COLORS, get_classes
 from .convert import image_stack
@@ -38,6 +40,7 @@ class ApplyWidget(QWidget):
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker = None
+        self.activity: ActivityBar | None = None
         self.target: ResultTarget | None = None
         self._redraw = Redrawer(self)
         self.image = ComboBox(label="image", choices=self._image_choices)
@@ -50,6 +53,12 @@ class ApplyWidget(QWidget):
         self.model_label.setWordWrap(True)
         self.apply_button = QPushButton("Apply model")
         self.apply_button.clicked.connect(self.apply)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        self.progress, self.status = QProgressBar(), QLabel("idle")
+        self.progress.setRange(0, 1000)
+        self.status.setWordWrap(True)
         load, load_file = QPushButton("Load bundle…"), QPushButton("Load checkpoint…")
         save = QPushButton("Save model…")
         load.setToolTip("a model bundle: the 'model' folder of a training run")
@@ -60,10 +69,15 @@ class ApplyWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
         layout.addWidget(self.model_label)
-        row = QHBoxLayout()
-        for button in (self.apply_button, load, load_file, save):
-            row.addWidget(button)
-        layout.addLayout(row)
+        rows = QHBoxLayout(), QHBoxLayout()
+        for button in (self.apply_button, self.cancel_button):
+            rows[0].addWidget(button)
+        for button in (load, load_file, save):
+            rows[1].addWidget(button)
+        layout.addLayout(rows[0])
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addLayout(rows[1])
         layout.addStretch(1)
         self.session.model_changed.connect(self._show_model)
         self._show_model(self.session.model)
@@ -117,14 +131,26 @@ class ApplyWidget(QWidget):
             return
         self.worker = create_worker(
             predict_job, model, stack, threads=max(1, (os.cpu_count() or 2) - 1),
-            _start_thread=False, _connect={"errored": lambda exc: None},
+            _start_thread=False, _connect={"errored": self._on_error},
         )
         self.target = target
         self._redraw.start(target)
         self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.aborted.connect(lambda: self.status.setText("cancelled; the images done so far are shown."))
         self.worker.finished.connect(self._on_finished)
         self.apply_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.status.setText(f"applying the model to {image.name}…")
+        self.activity = ActivityBar(f"apply to {image.name}", on_cancel=self.cancel)
         self.worker.start()
+
+    def cancel(self) -> None:
+        """Stop applying after the current image (the results so far stay)."""
+        if self.worker is not None:
+            self.status.setText("cancelling…")
+            self.worker.quit()
 
     @property
     def busy(self) -> bool:
@@ -133,11 +159,28 @@ class ApplyWidget(QWidget):
 
     def _on_progress(self, progress) -> None:
         self.target.show(progress)
+        self.progress.setFormat(f"{progress.stage} %p%")
+        self.progress.setValue(int(1000 * progress.fraction))
+        self.status.setText(f"{progress.stage}: image {progress.step}/{progress.total} {progress.message}".strip())
+        if self.activity is not None:
+            self.activity.show(progress)
+
+    def _on_error(self, exc: Exception) -> None:
+        # napari's worker relays the exception itself as an error notification
+        self.status.setText(f"failed: {exc}")
+
+    def _on_returned(self, _result) -> None:
+        self.status.setText("done")
+        self.progress.setValue(1000)
 
     def _on_finished(self) -> None:
         self._redraw.finish()
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
         self.worker = None
         self.apply_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
 
     def load(self, path) -> None:
         """Load a model bundle folder or a checkpoint file (PCAM or DeepLab) as the current model."""

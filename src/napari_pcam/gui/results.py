@@ -2,7 +2,8 @@
 
 Result layers are found again by ``metadata['pcam_result']`` (source image, kind, class), so re-training
 updates them instead of piling up new layers, even if the user renamed them. They copy the source
-image's scale and translate (of its slice / row / column axes) so they stay aligned with it.
+image's scale, translate, axis labels and units (of its slice / row / column axes), so they stay aligned
+with it.
 
 Previews are written into one array per layer (the layer's own data once it exists); :meth:`ResultTarget.flush`
 turns them into layers. Adding a layer costs the GUI thread about 0.1 s under software OpenGL (llvmpipe):
@@ -67,6 +68,9 @@ class ResultTarget:
         self.shape = tuple(data_shape[a] for a in axes)
         self.scale = np.asarray(image.scale)[axes]
         self.translate = np.asarray(image.translate)[axes]
+        # napari 0.9 names the viewer's axes after the layers' axis labels: results carry their image's
+        self.axis_labels = tuple(image.axis_labels[a] for a in axes)
+        self.units = tuple(image.units[a] for a in axes)
         self.deferred = False
         self._arrays: dict[str, np.ndarray] = {}  # kind -> the data written (the layer's data once shown)
         self._specs: dict[str, tuple[bool, dict]] = {}  # kind -> (is a Labels layer, layer keyword arguments)
@@ -236,7 +240,7 @@ class ResultTarget:
         data = self._arrays[kind]
         metadata = {KEY: f"{self.image_name}|{kind}"}
         common = {"name": f"{self.image_name} {kind}", "scale": self.scale, "translate": self.translate,
-                  "metadata": metadata}
+                  "axis_labels": self.axis_labels, "units": self.units, "metadata": metadata}
         layer = Labels(data, **common, **kwargs) if labels_layer else Image(data, **common, **kwargs)
         if labels_layer and self.deferred:
             self._tools += _hide_tools(layer)

@@ -7,6 +7,8 @@ import numpy as np
 from ..core.data.synthetic import load_sample
 from .classes import CLASS_COLORS
 
+AXIS_LABELS = ("slice", "y", "x")  # the viewer's dims slider is named after them
+
 
 def sample_layers() -> list[tuple]:
     """The training sample as an RGB image stack, a Points layer with a 'class' feature, and masks."""
@@ -15,12 +17,14 @@ def sample_layers() -> list[tuple]:
     pts = np.column_stack([data.points.image, data.points.yx]).astype(float)
     classes = np.array([data.class_names[c] for c in data.points.cls])
     colors = [CLASS_COLORS[c % len(CLASS_COLORS)] for c in data.points.cls]
+    axes = {"axis_labels": AXIS_LABELS}
     return [
-        (stack, {"name": "pcam sample", "rgb": True}, "image"),
+        (stack, {"name": "pcam sample", "rgb": True, **axes}, "image"),
         (
             pts,
             {
                 "name": "pcam points",
+                **axes,
                 "features": {"class": classes},
                 "face_color": colors,
                 "size": 5,
@@ -31,5 +35,5 @@ def sample_layers() -> list[tuple]:
             },
             "points",
         ),
-        (np.stack(data.masks), {"name": "pcam ground truth", "opacity": 0.4, "visible": False}, "labels"),
+        (np.stack(data.masks), {"name": "pcam ground truth", "opacity": 0.4, "visible": False, **axes}, "labels"),
     ]

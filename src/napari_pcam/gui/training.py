@@ -3,9 +3,10 @@
 Train converts the chosen layers with :mod:`.convert` (core validates), builds a :class:`PipelineConfig`
 from the form, and runs :func:`.jobs.training_job` in a napari generator worker. Every yielded
 :class:`Progress` moves the progress bar; previews become layers as they arrive (see :mod:`.results`).
-Cancel calls ``worker.quit()``: the job stops at its next yield and finished stages stay on disk and on
-screen; a finished PCAM stage becomes the current model for the apply widget and for fine-tuning, and a
-finished chain (until 'final') makes its model bundle the current model.
+The same progress shows in napari's activity dock (:mod:`.activity`), whose Cancel button does what the
+widget's does. Cancel calls ``worker.quit()``: the job stops at its next yield and finished stages stay on
+disk and on screen; a finished PCAM stage becomes the current model for the apply widget and for
+fine-tuning, and a finished chain (until 'final') makes its model bundle the current model.
 
 Fine-tuning passes the current PCAM to the same pipeline (``init``); its results go to ``<run>/finetuned``
 (replaced by every fine-tune), so that the run folder's cache of from-scratch results stays truthful.
@@ -30,6 +31,7 @@ from ..core.config import PipelineConfig
 from ..core.errors import ConfigError, DataError, PcamError
 from ..core.pipeline import STAGES, RunData
 from ..core.presets import get_preset
+from .activity import ActivityBar
 from .annotation import CHANNEL_CHOICES
 from .classes import get_classes
 from .config_form import ADVANCED_FIELDS, MAIN_FIELDS, ConfigForm
@@ -51,6 +53,7 @@ class TrainingWidget(QWidget):
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker = None
+        self.activity: ActivityBar | None = None
         self.target: ResultTarget | None = None
         self._run_dir: Path | None = None
         self._auto_dir = Path(tempfile.mkdtemp(prefix="napari-pcam-"))
@@ -167,6 +170,7 @@ class TrainingWidget(QWidget):
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText("starting…")
+        self.activity = ActivityBar(f"train {image.name}", on_cancel=self.cancel)
         self.started_at = time.perf_counter()
         # The empty result layers are made first (each added in a timer tick and painted, shaders compiled,
         # in the next), while no training thread competes with the viewer; then the worker starts and
@@ -213,6 +217,8 @@ class TrainingWidget(QWidget):
         self.progress.setValue(int(1000 * progress.fraction))
         if self.target is not None and self.target.show(progress) is not None:
             self._shown.add((progress.stage, progress.step - 1))
+        if self.activity is not None:
+            self.activity.show(progress)
 
     def _mark_pcam_done(self) -> None:
         if not self._pcam_done and self._model_path is not None and self._model_path.is_file():
@@ -255,6 +261,9 @@ class TrainingWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._redraw.finish()  # its timer adds the last result layers
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
         self.worker = None
         self.train_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
