@@ -4,28 +4,38 @@ The current model is shared per viewer (see :mod:`.models`): the training widget
 stage or a whole chain finishes, Load replaces it. Models are model bundles (the ``model`` folder of a
 run: final labels, and heatmaps when it holds a PCAM) or single checkpoints (PCAM: heatmaps and their
 labels; DeepLabv3+: final labels). A model whose classes differ from the chosen points layer's classes
-is refused with a notification. Applying shows its progress in the widget's bar and in napari's activity
+is refused with a notification.
+
+The model runs on the chosen image layer (labels and heatmaps as layers), on every image layer (label
+layers; with a label folder chosen also ``<folder>/<layer>_labels.tif``), or on every image file of a
+folder (``<label folder>/<file>_labels.tif``, by default in ``<folder>/pcam_labels``; unreadable files are
+skipped and listed). Existing label files are refused before any work unless 'overwrite' is ticked.
+Applying shows its progress in the widget's bar and in napari's activity
 dock (:mod:`.activity`); Cancel (either) stops it after the current image.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from magicgui.widgets import ComboBox, Container
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit
 from napari.layers import Image, Labels, Points
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from ..core.batch import check_targets, label_path, plan_folder
 from ..core.errors import DataError, PcamError
 from .activity import ActivityBar
 from .annotation import CHANNEL_CHOICES
 from .classes import CLASS_COLORS, get_classes
 from .convert import image_stack
-from .jobs import predict_job
-from .models import check_classes, load_model, session_for
-from .results import Redrawer, ResultTarget
+from .jobs import predict_folder_job, predict_job, predict_layers_job
+from .models import check_channels, check_classes, load_model, session_for
+from .results import Redrawer, ResultTarget, TargetGroup
+
+MODES = ("the chosen image", "every image layer", "a folder of files")
 
 
 class ApplyWidget(QWidget):
@@ -48,7 +58,15 @@ class ApplyWidget(QWidget):
         self.channel_axis.tooltip = (  # the stack/channel rule of core.data.stacks, as --channel-axis in the CLI
             "axis of the channels; 'none': RGB layers are colour and a 3D layer's first axis is its slices")
         self.classes_from = ComboBox(label="classes of", choices=self._points_choices, nullable=True, value=None)
-        self.form = Container(widgets=[self.image, self.channel_axis, self.classes_from])
+        self.mode = ComboBox(label="apply to", choices=MODES, value=MODES[0])
+        self.folder = FileEdit(label="image folder", mode="d", value="", visible=False)
+        self.out = FileEdit(label="label folder", mode="d", value="")
+        self.out.tooltip = ("where label TIFFs go: for a folder of files, default <image folder>/pcam_labels; "
+                            "for image layers, none unless chosen")
+        self.overwrite = CheckBox(label="overwrite existing label files", value=False)
+        self.mode.changed.connect(self._on_mode)
+        self.form = Container(widgets=[self.mode, self.image, self.folder, self.channel_axis, self.classes_from,
+                                       self.out, self.overwrite])
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
         self.apply_button = QPushButton("Apply model")
@@ -83,6 +101,10 @@ class ApplyWidget(QWidget):
         self._show_model(self.session.model)
         self.reset_choices()
 
+    def _on_mode(self, mode: str) -> None:
+        self.image.visible = mode == MODES[0]
+        self.folder.visible = mode == MODES[2]
+
     def _image_choices(self, _widget=None) -> list:
         return [lay for lay in self.viewer.layers
                 if isinstance(lay, (Image, Labels)) and "pcam_result" not in lay.metadata]
@@ -110,7 +132,7 @@ class ApplyWidget(QWidget):
         return [CLASS_COLORS[i % len(CLASS_COLORS)] for i in range(len(names))]
 
     def apply(self) -> None:
-        """Run the current model on the chosen image layer; results appear as layers."""
+        """Run the current model as the 'apply to' choice says; results appear as layers or label files."""
         if self.worker is not None:
             show_info("the model is already being applied.")
             return
@@ -118,32 +140,75 @@ class ApplyWidget(QWidget):
         try:
             if model is None:
                 raise DataError("there is no model yet: train one or load a model file first.")
-            image = self.image.value
-            if image is None:
-                raise DataError("choose an image layer to apply the model to.")
-            stack = image_stack(image, self.channel_axis.value)
             if self.classes_from.value is not None:
                 check_classes(model, get_classes(self.classes_from.value)[0])
-            names = list(model.class_names)
-            target = ResultTarget(self.viewer, image, names, self._colors(names), self.channel_axis.value)
+            start = {MODES[0]: self._apply_to_layer, MODES[1]: self._apply_to_layers,
+                     MODES[2]: self._apply_to_folder}[self.mode.value]
+            worker, target, what = start(model)
         except PcamError as exc:
             show_error(str(exc))
             return
-        self.worker = create_worker(
-            predict_job, model, stack, threads=max(1, (os.cpu_count() or 2) - 1),
-            _start_thread=False, _connect={"errored": self._on_error},
-        )
-        self.target = target
-        self._redraw.start(target)
+        self._start(worker, target, what)
+
+    def _threads(self) -> int:
+        return max(1, (os.cpu_count() or 2) - 1)
+
+    def _out_folder(self) -> Path | None:
+        chosen = str(self.out.value or "")
+        return None if chosen in ("", ".") else Path(chosen)
+
+    def _apply_to_layer(self, model):
+        image = self.image.value
+        if image is None:
+            raise DataError("choose an image layer to apply the model to.")
+        stack = image_stack(image, self.channel_axis.value)
+        names = list(model.class_names)
+        target = ResultTarget(self.viewer, image, names, self._colors(names), self.channel_axis.value)
+        worker = create_worker(predict_job, model, stack, threads=self._threads(), _start_thread=False,
+                               _connect={"errored": self._on_error})
+        return worker, target, image.name
+
+    def _apply_to_layers(self, model):
+        layers = [lay for lay in self._image_choices() if isinstance(lay, Image)]
+        if not layers:
+            raise DataError("there is no image layer to apply the model to; open images first.")
+        axis = self.channel_axis.value
+        stacks = [image_stack(layer, axis) for layer in layers]
+        for layer, stack in zip(layers, stacks):
+            check_channels(model, stack, f"image layer {layer.name!r}")
+        out = self._out_folder()
+        targets = [label_path(out, layer.name) for layer in layers] if out is not None else None
+        if targets:
+            check_targets(targets, overwrite=bool(self.overwrite.value))
+        names = list(model.class_names)
+        group = TargetGroup([ResultTarget(self.viewer, layer, names, self._colors(names), axis) for layer in layers])
+        worker = create_worker(predict_layers_job, model, stacks, [lay.name for lay in layers], targets,
+                               threads=self._threads(), _start_thread=False, _connect={"errored": self._on_error})
+        return worker, group, f"{len(layers)} image layers"
+
+    def _apply_to_folder(self, model):
+        folder = str(self.folder.value or "")
+        if folder in ("", "."):
+            raise DataError("choose the folder of images to apply the model to.")
+        out, overwrite = self._out_folder(), bool(self.overwrite.value)
+        files, targets = plan_folder(folder, out, overwrite=overwrite)  # refuses before any work
+        worker = create_worker(predict_folder_job, model, Path(folder), out, overwrite, threads=self._threads(),
+                               _start_thread=False, _connect={"errored": self._on_error})
+        return worker, None, f"{len(files)} files of {folder} (labels into {targets[0].parent})"
+
+    def _start(self, worker, target, what: str) -> None:
+        self.worker, self.target = worker, target
+        if target is not None:
+            self._redraw.start(target)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_returned)
-        self.worker.aborted.connect(lambda: self.status.setText("cancelled; the images done so far are shown."))
+        self.worker.aborted.connect(lambda: self.status.setText("cancelled; the images done so far are kept."))
         self.worker.finished.connect(self._on_finished)
         self.apply_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
-        self.status.setText(f"applying the model to {image.name}…")
-        self.activity = ActivityBar(f"apply to {image.name}", on_cancel=self.cancel)
+        self.status.setText(f"applying the model to {what}…")
+        self.activity = ActivityBar(f"apply to {what}", on_cancel=self.cancel)
         self.worker.start()
 
     def cancel(self) -> None:
@@ -158,7 +223,11 @@ class ApplyWidget(QWidget):
         return self.worker is not None or self._redraw.busy
 
     def _on_progress(self, progress) -> None:
-        self.target.show(progress)
+        if isinstance(self.target, TargetGroup) and progress.preview is not None:
+            index, record = progress.preview
+            self.target.targets[index].show(record)
+        elif isinstance(self.target, ResultTarget):
+            self.target.show(progress)
         self.progress.setFormat(f"{progress.stage} %p%")
         self.progress.setValue(int(1000 * progress.fraction))
         self.status.setText(f"{progress.stage}: image {progress.step}/{progress.total} {progress.message}".strip())
@@ -169,9 +238,13 @@ class ApplyWidget(QWidget):
         # napari's worker relays the exception itself as an error notification
         self.status.setText(f"failed: {exc}")
 
-    def _on_returned(self, _result) -> None:
-        self.status.setText("done")
+    def _on_returned(self, result) -> None:
+        summary = result.summary() if hasattr(result, "summary") else ""
+        self.status.setText(f"done; {summary}" if summary else "done")
         self.progress.setValue(1000)
+        if getattr(result, "skipped", None):
+            show_warning(f"skipped {len(result.skipped)} file(s): "
+                         + "; ".join(f"{name} ({why})" for name, why in result.skipped))
 
     def _on_finished(self) -> None:
         self._redraw.finish()

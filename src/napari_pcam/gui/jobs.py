@@ -8,15 +8,19 @@ chained by :func:`~napari_pcam.core.pipeline.run_pipeline` only, fine-tuning inc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Generator
+from typing import Generator, Sequence
 
+import numpy as np
 import torch
 
+from ..core.batch import BatchReport, segment_folder
 from ..core.config import PipelineConfig
 from ..core.data.images import ImageStack
+from ..core.io import make_folder, write_tiff
 from ..core.pipeline import RunData, RunResult, run_pipeline
 from ..core.progress import Progress
 from ..core.stages.cam import TrainedCam
+from .models import label_image
 
 # In the viewer the dense CRFs (IRNet's, and deeplab.crf's) run in a worker process by default: their C++
 # code holds the GIL for up to 50 ms per call on a 128 x 128 image (longer on larger ones), which otherwise
@@ -61,3 +65,40 @@ def predict_job(model, stack: ImageStack, threads: int | None = None, crf_worker
     if threads:
         torch.set_num_threads(threads)
     yield from model.predict(stack, crf_workers=crf_workers)
+
+
+def predict_layers_job(model, stacks: Sequence[ImageStack], names: Sequence[str], targets: Sequence[Path] | None,
+                       threads: int | None = None, crf_workers: int = VIEWER_CRF_WORKERS
+                       ) -> Generator[Progress, None, BatchReport]:
+    """Apply a predictor to the images of several layers (labels only, no heatmaps), one after the other.
+
+    Yields ``Progress("apply", layers done, layers, message=layer name, preview=(layer index, record))``
+    for every record of the predictor; with ``targets`` (checked by the caller), each layer's labels are
+    also written there (a stack as Z x H x W), atomically, once the layer is done.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    report = BatchReport()
+    if targets:
+        make_folder(Path(targets[0]).parent)
+    for k, (stack, name) in enumerate(zip(stacks, names)):
+        labels: dict[int, np.ndarray] = {}
+        for record in model.predict(stack, crf_workers=crf_workers, heatmaps=False):
+            if isinstance(record.preview, np.ndarray):
+                labels[record.step - 1] = record.preview
+            yield Progress("apply", k, len(stacks), message=name, preview=(k, record))
+        if targets:
+            planes = [labels[i] for i in range(len(stack))]
+            write_tiff(targets[k], np.stack(planes) if len(planes) > 1 else planes[0],
+                       axes="ZYX" if len(planes) > 1 else None)
+            report.written.append(Path(targets[k]))
+        yield Progress("apply", k + 1, len(stacks), message=name)
+    return report
+
+
+def predict_folder_job(model, folder: Path, out: Path | None, overwrite: bool, threads: int | None = None
+                       ) -> Generator[Progress, None, BatchReport]:
+    """Segment every image file of ``folder`` into label TIFFs (core's :func:`segment_folder`)."""
+    if threads:
+        torch.set_num_threads(threads)
+    return (yield from segment_folder(folder, lambda img: label_image(model, img), out, overwrite=overwrite))

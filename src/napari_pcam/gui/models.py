@@ -14,6 +14,7 @@ import weakref
 from pathlib import Path
 from typing import Callable, Generator
 
+import numpy as np
 from psygnal import Signal
 
 from ..core.bundle import Bundle, load_bundle
@@ -58,13 +59,14 @@ class PcamPredictor:
         trained.model.to(resolve_device(device)).eval()
         return cls(trained, source=Path(path))
 
-    def predict(self, stack: ImageStack, crf_workers: int = 0) -> Generator[Progress, None, None]:
-        """Yields the CAMs (stage 'cams') then the labels (stage 'pcam labels') of every image (no CRF, so
-        ``crf_workers`` is unused)."""
+    def predict(self, stack: ImageStack, crf_workers: int = 0, heatmaps: bool = True
+                ) -> Generator[Progress, None, None]:
+        """Yields the CAMs (stage 'cams'; without a preview unless ``heatmaps``) then the labels (stage
+        'pcam labels') of every image (no CRF, so ``crf_workers`` is unused)."""
         _check_channels(self, stack)
         for i, img in enumerate(stack.images, start=1):
             cams = compute_cams(self.trained.model, img, self.inference)
-            yield Progress("cams", i, len(stack), message=stack.names[i - 1], preview=cams)
+            yield Progress("cams", i, len(stack), message=stack.names[i - 1], preview=cams if heatmaps else None)
             labels = cams.labels(self.inference.bg_threshold)
             yield Progress("pcam labels", i, len(stack), message=stack.names[i - 1], preview=labels)
 
@@ -100,9 +102,10 @@ class SegmenterPredictor:
         """Read a 'deeplab' checkpoint onto ``device``."""
         return cls(load_segmenter(path, device=resolve_device(device)), source=Path(path))
 
-    def predict(self, stack: ImageStack, crf_workers: int = 0) -> Generator[Progress, None, None]:
+    def predict(self, stack: ImageStack, crf_workers: int = 0, heatmaps: bool = True
+                ) -> Generator[Progress, None, None]:
         """Yields the label map (stage 'final') of every image; ``crf_workers`` as in
-        :meth:`~napari_pcam.core.stages.segmentation.TrainedSegmenter.predict_many`."""
+        :meth:`~napari_pcam.core.stages.segmentation.TrainedSegmenter.predict_many` (no heatmaps)."""
         _check_channels(self, stack)
         device = next(self.segmenter.model.parameters()).device
         labels = self.segmenter.predict_many(stack.images, device=device, crf_workers=crf_workers)
@@ -162,14 +165,16 @@ class BundlePredictor:
         bundle = Bundle(seg, result.pcam, tuple(seg.class_names), seg.in_channels, config.to_dict())
         return cls(bundle, result.bundle_path)
 
-    def predict(self, stack: ImageStack, crf_workers: int = 0) -> Generator[Progress, None, None]:
-        """Yields the CAMs (stage 'cams', when the bundle has a PCAM) and final labels (stage 'final');
-        ``crf_workers`` as in :meth:`~napari_pcam.core.stages.segmentation.TrainedSegmenter.predict_many`."""
+    def predict(self, stack: ImageStack, crf_workers: int = 0, heatmaps: bool = True
+                ) -> Generator[Progress, None, None]:
+        """Yields the CAMs (stage 'cams', when the bundle has a PCAM and ``heatmaps``) and final labels
+        (stage 'final'); ``crf_workers`` as in
+        :meth:`~napari_pcam.core.stages.segmentation.TrainedSegmenter.predict_many`."""
         _check_channels(self, stack)
         device = next(self.bundle.segmenter.model.parameters()).device
         labels = self.bundle.predict_many(stack.images, device=device, crf_workers=crf_workers)
         for i, img in enumerate(stack.images, start=1):
-            if self.pcam is not None:
+            if self.pcam is not None and heatmaps:
                 cams = compute_cams(self.pcam.model, img, self.inference)
                 yield Progress("cams", i, len(stack), message=stack.names[i - 1], preview=cams)
             yield Progress("final", i, len(stack), message=stack.names[i - 1], preview=next(labels))
@@ -226,12 +231,26 @@ def check_classes(model, class_names) -> None:
         )
 
 
-def _check_channels(model, stack: ImageStack) -> None:
+def _check_channels(model, stack: ImageStack, what: str = "the chosen image") -> None:
     if model.in_channels != stack.channels:
         raise DataError(
-            f"the model expects {model.in_channels}-channel images, the chosen image has {stack.channels} "
+            f"the model expects {model.in_channels}-channel images, {what} has {stack.channels} "
             "channel(s); pick an image like the training images (or set its channel axis)."
         )
+
+
+def check_channels(model, stack: ImageStack, what: str) -> None:
+    """Raise a :class:`DataError` naming ``what`` when its channel count is not the model's."""
+    _check_channels(model, stack, what)
+
+
+def label_image(model, image, name: str = "image", crf_workers: int = 0):
+    """uint8 (H, W) labels of one ``H x W x C`` image by any predictor (its last label map)."""
+    labels = None
+    for progress in model.predict(ImageStack([image], [name]), crf_workers=crf_workers, heatmaps=False):
+        if isinstance(progress.preview, np.ndarray):
+            labels = progress.preview
+    return labels
 
 
 class Session:

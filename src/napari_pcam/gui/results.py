@@ -201,11 +201,14 @@ class ResultTarget:
                 return layer.data
         return np.zeros(self.shape, dtype)
 
-    def flush(self, max_new: int | None = None) -> None:
+    def flush(self, max_new: int | None = None) -> int:
         """Show what was written since the last flush: refresh existing layers, add missing ones.
 
         Args:
             max_new: Add at most this many layers now (the rest at the next flush); None adds all.
+
+        Returns:
+            The number of layers added.
         """
         dirty, self._dirty = self._dirty, []
         new = 0
@@ -219,6 +222,7 @@ class ResultTarget:
                 self._dirty_slices.pop(kind, None)
                 self._layers[kind] = self._add_layer(kind)
                 new += 1
+        return new
 
     def _shows_any(self, layer: Layer, slices: set[int] | None) -> bool:
         """Whether the viewer shows one of these slices of the layer (None: none recorded, refresh).
@@ -247,6 +251,48 @@ class ResultTarget:
         with _keep_selection(self.viewer):
             self.viewer.add_layer(layer)
         return layer
+
+
+class TargetGroup:
+    """Several :class:`ResultTarget` (one per image layer) shown by one :class:`Redrawer`: still at most one
+    new layer per tick over all of them, so applying a model to many layers keeps the viewer responsive.
+
+    Args:
+        targets: The targets, in the order their layers are added.
+    """
+
+    def __init__(self, targets: Sequence[ResultTarget]):
+        self.targets = list(targets)
+
+    @property
+    def deferred(self) -> bool:
+        return all(t.deferred for t in self.targets)
+
+    @deferred.setter
+    def deferred(self, value: bool) -> None:
+        for t in self.targets:
+            t.deferred = value
+
+    @property
+    def pending(self) -> bool:
+        return any(t.pending for t in self.targets)
+
+    @property
+    def adding(self) -> bool:
+        return any(t.adding for t in self.targets)
+
+    @property
+    def restoring(self) -> bool:
+        return any(t.restoring for t in self.targets)
+
+    def restore_tool(self) -> bool:
+        return any(t.restore_tool() for t in self.targets)  # any() stops at the first that restored one
+
+    def flush(self, max_new: int | None = None) -> int:
+        added = 0
+        for t in self.targets:
+            added += t.flush(None if max_new is None else max_new - added)
+        return added
 
 
 class GcPause:
