@@ -32,7 +32,10 @@ def test_every_image_layer_gets_labels_and_a_label_file_and_results_are_not_over
     viewer.add_image(rng.integers(0, 255, (36, 30, 3), np.uint8), rgb=True, name="c")
     widget = _widget(viewer, make_bundle(tmp_path / "model"))
     widget.mode.value = MODES[1]
+    widget.apply()
+    assert widget.worker is None and "choose a label folder" in notes[-1], "files or layers: one must be chosen"
     widget.out.value = tmp_path / "labels"
+    widget.add_layers.value = True
     widget.apply()
     wait_idle(widget, timeout=90_000)
     assert widget.status.text().startswith("done"), widget.status.text()
@@ -94,3 +97,17 @@ def test_a_folder_of_files_is_segmented_and_unreadable_files_are_skipped_and_lis
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == inputs, "inputs untouched"
     widget.apply()  # the results are there now: refused before any work
     assert widget.worker is None and "already exist" in notes[-1]
+
+
+@pytest.mark.gui
+def test_by_default_every_image_layer_gives_label_files_only(tiny_layers, tmp_path, make_bundle, wait_idle):
+    viewer, image, points = tiny_layers
+    viewer.add_image(np.zeros((30, 34, 3), np.uint8), rgb=True, name="b")
+    widget = _widget(viewer, make_bundle(tmp_path / "model"))
+    widget.mode.value = MODES[1]
+    widget.out.value = tmp_path / "labels"
+    widget.apply()
+    wait_idle(widget, timeout=90_000)
+    assert widget.status.text() == "done; 2 label file(s) written", widget.status.text()
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["b_labels.tif", "tiny_labels.tif"]
+    assert _results(viewer) == [], "no layers: napari's cost per new layer grows with the layers"

@@ -7,7 +7,8 @@ labels; DeepLabv3+: final labels). A model whose classes differ from the chosen 
 is refused with a notification.
 
 The model runs on the chosen image layer (labels and heatmaps as layers), on every image layer (label
-layers; with a label folder chosen also ``<folder>/<layer>_labels.tif``), or on every image file of a
+files ``<label folder>/<layer>_labels.tif``, and label layers too if asked: napari's cost of adding
+a layer grows with the number of layers), or on every image file of a
 folder (``<label folder>/<file>_labels.tif``, by default in ``<folder>/pcam_labels``; unreadable files are
 skipped and listed). Existing label files are refused before any work unless 'overwrite' is ticked.
 Applying shows its progress in the widget's bar and in napari's activity
@@ -64,9 +65,13 @@ class ApplyWidget(QWidget):
         self.out.tooltip = ("where label TIFFs go: for a folder of files, default <image folder>/pcam_labels; "
                             "for image layers, none unless chosen")
         self.overwrite = CheckBox(label="overwrite existing label files", value=False)
+        self.add_layers = CheckBox(label="also add a label layer per image layer", value=False, visible=False)
+        self.add_layers.tooltip = ("napari spends 0.1-0.3 s of the viewer's time on every new layer under software "
+                                   "OpenGL, more with many layers: off, the label files are written and the viewer "
+                                   "stays responsive")
         self.mode.changed.connect(self._on_mode)
         self.form = Container(widgets=[self.mode, self.image, self.folder, self.channel_axis, self.classes_from,
-                                       self.out, self.overwrite])
+                                       self.out, self.overwrite, self.add_layers])
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
         self.apply_button = QPushButton("Apply model")
@@ -104,6 +109,7 @@ class ApplyWidget(QWidget):
     def _on_mode(self, mode: str) -> None:
         self.image.visible = mode == MODES[0]
         self.folder.visible = mode == MODES[2]
+        self.add_layers.visible = mode == MODES[1]
 
     def _image_choices(self, _widget=None) -> list:
         return [lay for lay in self.viewer.layers
@@ -177,11 +183,17 @@ class ApplyWidget(QWidget):
         for layer, stack in zip(layers, stacks):
             check_channels(model, stack, f"image layer {layer.name!r}")
         out = self._out_folder()
+        if out is None and not self.add_layers.value:
+            raise DataError("choose a label folder for the label files of the image layers (or tick 'also add a "
+                            "label layer per image layer').")
         targets = [label_path(out, layer.name) for layer in layers] if out is not None else None
         if targets:
             check_targets(targets, overwrite=bool(self.overwrite.value))
         names = list(model.class_names)
-        group = TargetGroup([ResultTarget(self.viewer, layer, names, self._colors(names), axis) for layer in layers])
+        group = None
+        if self.add_layers.value:
+            group = TargetGroup([ResultTarget(self.viewer, layer, names, self._colors(names), axis)
+                                 for layer in layers])
         worker = create_worker(predict_layers_job, model, stacks, [lay.name for lay in layers], targets,
                                threads=self._threads(), _start_thread=False, _connect={"errored": self._on_error})
         return worker, group, f"{len(layers)} image layers"
@@ -239,7 +251,7 @@ class ApplyWidget(QWidget):
         self.status.setText(f"failed: {exc}")
 
     def _on_returned(self, result) -> None:
-        summary = result.summary() if hasattr(result, "summary") else ""
+        summary = result.summary() if getattr(result, "written", None) or getattr(result, "skipped", None) else ""
         self.status.setText(f"done; {summary}" if summary else "done")
         self.progress.setValue(1000)
         if getattr(result, "skipped", None):
