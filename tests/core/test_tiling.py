@@ -1,5 +1,6 @@
 """Sliding-window tiling: coverage of every pixel and exact averaging."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,3 +41,47 @@ def test_overlapping_outputs_are_averaged():
 def test_bad_overlap_is_rejected():
     with pytest.raises(ValueError, match="overlap"):
         sliding_window(lambda t: t, torch.zeros(1, 8, 8), tile_size=64, overlap=64)
+
+
+class _OnlySlices:
+    """An image that can only be sliced (like a zarr array): converting it whole fails the test."""
+
+    def __init__(self, array):
+        self.array, self.dtype, self.shape, self.reads = array, array.dtype, array.shape, []
+
+    def __getitem__(self, key):
+        self.reads.append(key)
+        return self.array[key]
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole image was converted to one array")
+
+
+@pytest.mark.parametrize("tile,overlap,batch", [(16, 4, 1), (16, 4, 3), (24, 8, 4), (20, 0, 2), (64, 8, 4)])
+def test_streamed_argmax_equals_the_argmax_of_the_whole_sliding_window(tile, overlap, batch):
+    from napari_pcam.core.tiling import sliding_window_argmax
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 5, 3, padding=1)
+    x = torch.randn(3, 45, 38)
+    with torch.no_grad():
+        expected = sliding_window(net, x, tile_size=tile, overlap=overlap, batch=batch).argmax(0).numpy()
+        labels = sliding_window_argmax(net, lambda y0, y1, x0, x1: x[:, y0:y1, x0:x1], (45, 38),
+                                       tile_size=tile, overlap=overlap, batch=batch)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_predict_labels_reads_tiles_only_and_equals_the_whole_image_labels():
+    from napari_pcam.core.config import DeepLabConfig
+    from napari_pcam.core.stages.segmentation import build_deeplab
+    from napari_pcam.core.stages.segmentation_inference import predict_labels, predict_logits
+
+    torch.manual_seed(0)
+    model = build_deeplab(DeepLabConfig(backbone="resnet18", weights="none"), num_classes=4, in_channels=3).eval()
+    image = np.random.default_rng(0).integers(0, 255, (100, 90, 3), np.uint8)
+    kwargs = {"tile_size": 48, "tile_overlap": 16, "batch": 2, "amp": False}
+    expected = predict_logits(model, image, **kwargs).argmax(0).numpy()
+    lazy = _OnlySlices(image)
+    np.testing.assert_array_equal(predict_labels(model, lazy, **kwargs), expected)
+    assert len(lazy.reads) == 9, "one read per tile (3 x 3 tiles of 48 px with 16 px overlap)"

@@ -108,3 +108,22 @@ def test_cancelling_apply_from_the_activity_dock_stops_after_the_current_image(t
     assert widget.status.text().startswith("cancelled"), widget.status.text()
     assert len(steps) < 4, "a bundle yields 'cams' and 'final' per image: 2 images would be 4 records"
     assert widget.apply_button.isEnabled()
+
+
+@pytest.mark.gui
+def test_a_large_image_gets_labels_only(tiny_layers, tmp_path, make_bundle, wait_idle, notes, monkeypatch):
+    from napari_pcam.core.bundle import load_bundle
+    from napari_pcam.gui import apply as apply_module
+
+    monkeypatch.setattr(apply_module, "LARGE_PIXELS", 30 * 30)  # 'large' = over 900 pixels in this test
+    viewer, image, points = tiny_layers
+    big = viewer.add_image(np.random.default_rng(4).integers(0, 255, (40, 48, 3), np.uint8), rgb=True, name="big")
+    widget = ApplyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.load(make_bundle(tmp_path / "model"))
+    widget.image.value = big
+    widget.apply()
+    wait_idle(widget, timeout=60_000)
+    assert any("'big' is large" in n for n in notes), notes
+    assert [lay.name for lay in viewer.layers if "pcam_result" in lay.metadata] == ["big final"]
+    np.testing.assert_array_equal(viewer.layers["big final"].data, load_bundle(tmp_path / "model").predict(big.data))

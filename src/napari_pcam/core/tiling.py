@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 
@@ -68,3 +69,65 @@ def sliding_window(
             total[:, y : y + th, xx : xx + tw] += o
             count[:, y : y + th, xx : xx + tw] += 1
     return total / count
+
+
+def sliding_window_argmax(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    read: Callable[[int, int, int, int], torch.Tensor],
+    shape: tuple[int, int],
+    *,
+    tile_size: int,
+    overlap: int,
+    batch: int = 4,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """``argmax`` over classes of :func:`sliding_window` without the whole image or its scores in memory.
+
+    The same tiles in the same order and batches, summed in the same order, so the labels equal
+    ``sliding_window(fn, x, ...).argmax(0)``; but each tile is read when its batch runs, and the scores are
+    kept only for the rows that a later tile still covers (about ``K x (tile_size + a batch's rows) x W``
+    floats), each finished row band going into ``out`` right away.
+
+    Args:
+        fn: As in :func:`sliding_window`.
+        read: ``read(y0, y1, x0, x1)`` -> float32 C x (y1 - y0) x (x1 - x0) tensor of that part of the image
+            (on the device ``fn`` expects).
+        shape: (H, W) of the image.
+        tile_size, overlap, batch: As in :func:`sliding_window`.
+        out: uint8 H x W array to write the labels into (e.g. a memory-mapped file); None = a new one.
+
+    Returns:
+        ``out``: uint8 H x W class ids.
+    """
+    if not 0 <= overlap < tile_size:
+        raise ValueError(f"overlap={overlap} must lie in [0, tile_size={tile_size}).")
+    h, w = shape
+    th, tw = min(tile_size, h), min(tile_size, w)
+    stride = tile_size - overlap
+    starts = tile_starts(h, th, stride)
+    boxes = [(y, xx) for y in starts for xx in tile_starts(w, tw, stride)]
+    labels = np.empty((h, w), np.uint8) if out is None else out
+    lo = 0  # scores are kept for the rows [lo, lo + total.shape[1])
+    total: torch.Tensor | None = None
+    count: torch.Tensor | None = None
+    step = max(1, batch)
+    for i in range(0, len(boxes), step):
+        chunk = boxes[i : i + step]
+        result = fn(torch.stack([read(y, y + th, xx, xx + tw) for y, xx in chunk])).float()
+        rows = chunk[-1][0] + th - lo  # the window must reach the bottom of this batch's last tile
+        if total is None:
+            total = torch.zeros(result.shape[1], rows, w, device=result.device)
+            count = torch.zeros(1, rows, w, device=result.device)
+        elif rows > total.shape[1]:
+            extra = rows - total.shape[1]
+            total = torch.cat([total, total.new_zeros(total.shape[0], extra, w)], 1)
+            count = torch.cat([count, count.new_zeros(1, extra, w)], 1)
+        for (y, xx), o in zip(chunk, result):
+            total[:, y - lo : y - lo + th, xx : xx + tw] += o
+            count[:, y - lo : y - lo + th, xx : xx + tw] += 1
+        later = boxes[i + step][0] if i + step < len(boxes) else h  # no later tile starts above this row
+        if later > lo:
+            done = later - lo
+            labels[lo:later] = (total[:, :done] / count[:, :done]).argmax(0).cpu().numpy().astype(np.uint8)
+            total, count, lo = total[:, done:], count[:, done:], later
+    return labels

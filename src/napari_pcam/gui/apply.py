@@ -37,6 +37,9 @@ from .models import check_channels, check_classes, load_model, session_for
 from .results import Redrawer, ResultTarget, TargetGroup
 
 MODES = ("the chosen image", "every image layer", "a folder of files")
+# Above this many pixels an image gets labels only: its PCAM heatmaps are computed at full resolution and
+# several scales (K x H x W floats each), its labels in tiles with bounded memory (core's predict_labels).
+LARGE_PIXELS = 4096 * 4096
 
 
 class ApplyWidget(QWidget):
@@ -170,8 +173,11 @@ class ApplyWidget(QWidget):
         stack = image_stack(image, self.channel_axis.value)
         names = list(model.class_names)
         target = ResultTarget(self.viewer, image, names, self._colors(names), self.channel_axis.value)
-        worker = create_worker(predict_job, model, stack, threads=self._threads(), _start_thread=False,
-                               _connect={"errored": self._on_error})
+        large = max(h * w for h, w in stack.shapes) > LARGE_PIXELS
+        if large:
+            show_info(f"{image.name!r} is large: it gets labels only (segmented in tiles), no heatmaps.")
+        worker = create_worker(predict_job, model, stack, threads=self._threads(), heatmaps=not large,
+                               _start_thread=False, _connect={"errored": self._on_error})
         return worker, target, image.name
 
     def _apply_to_layers(self, model):

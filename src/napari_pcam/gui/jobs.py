@@ -58,13 +58,13 @@ def training_job(
     return (yield from run_pipeline(data, config, out, until=until, force=force, init=init))
 
 
-def predict_job(model, stack: ImageStack, threads: int | None = None, crf_workers: int = VIEWER_CRF_WORKERS
-                ) -> Generator[Progress, None, None]:
+def predict_job(model, stack: ImageStack, threads: int | None = None, crf_workers: int = VIEWER_CRF_WORKERS,
+                heatmaps: bool = True) -> Generator[Progress, None, None]:
     """Apply a predictor (see :mod:`.models`) to every image of ``stack``; a model with ``deeplab.crf`` runs
-    the CRF in ``crf_workers`` processes."""
+    the CRF in ``crf_workers`` processes; ``heatmaps=False`` leaves out the PCAM heatmaps."""
     if threads:
         torch.set_num_threads(threads)
-    yield from model.predict(stack, crf_workers=crf_workers)
+    yield from model.predict(stack, crf_workers=crf_workers, heatmaps=heatmaps)
 
 
 def predict_layers_job(model, stacks: Sequence[ImageStack], names: Sequence[str], targets: Sequence[Path] | None,

@@ -18,7 +18,7 @@ from ..crf import crf_map, crf_probabilities, require_crf
 from ..data.images import image_to_tensor, to_rgb8
 from ..device import autocast, resolve_device
 from ..errors import DataError
-from ..tiling import sliding_window
+from ..tiling import sliding_window, sliding_window_argmax
 
 
 def inference_settings(config: DeepLabConfig) -> dict:
@@ -149,10 +149,58 @@ def predict(
         require_crf("deeplab.crf")
         return crf_probabilities(*_crf_job(model, image, scales=scales, flip=flip, **kwargs))
     if tuple(scales) == (1.0,) and not flip:
+        if getattr(image, "dtype", None) == np.uint8:
+            return predict_labels(model, image, **kwargs)
         scores = predict_logits(model, image, **kwargs)
     else:
         scores = predict_probabilities(model, image, scales=scales, flip=flip, **kwargs)
     return scores.argmax(0).numpy().astype(np.uint8)
+
+
+@torch.no_grad()
+def predict_labels(
+    model: nn.Module,
+    image,
+    *,
+    device: str | torch.device = "cpu",
+    tile_size: int = 1024,
+    tile_overlap: int = 256,
+    batch: int = 4,
+    amp: bool = True,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Label map (uint8 H x W) of one uint8 ``H x W x C`` (or ``H x W``) image in bounded memory.
+
+    The labels of :func:`predict_logits` + argmax (the same tiles, sums and batches,
+    :func:`~napari_pcam.core.tiling.sliding_window_argmax`), but the image is read tile by tile, so it can
+    be any array that slices like numpy (a memory-mapped TIFF, a dask or zarr array), and only a band of
+    scores a tile high is held: a 10,000 x 10,000 RGB image never becomes one float tensor (1.2 GB) with
+    its K x H x W scores (0.4 GB per class). uint8 images only: other types are scaled by percentiles of
+    the whole image (use :func:`predict_logits`).
+
+    Args:
+        out: uint8 H x W array to write into (None = a new one). Other arguments as in :func:`predict_logits`.
+    """
+    if getattr(image, "dtype", None) != np.uint8:
+        raise DataError(f"predict_labels reads uint8 images tile by tile; this one is {image.dtype}.")
+    dev = resolve_device(device) if isinstance(device, str) else device
+    model.to(dev).eval()
+    h, w = image.shape[:2]
+    channels = image.shape[2] if len(image.shape) == 3 else 1
+    expected = getattr(model, "in_channels", channels)
+    if channels != expected:
+        raise DataError(f"the image has {channels} channel(s), but the model was trained on {expected}.")
+
+    def read(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        tile = np.asarray(image[y0:y1, x0:x1])
+        return image_to_tensor(tile if tile.ndim == 3 else tile[..., None]).to(dev)
+
+    def run(tiles: torch.Tensor) -> torch.Tensor:
+        with autocast(dev, amp):
+            return model(tiles)
+
+    return sliding_window_argmax(run, read, (h, w), tile_size=tile_size, overlap=tile_overlap, batch=batch,
+                                 out=out)
 
 
 def _crf_job(model: nn.Module, image: np.ndarray, **kwargs) -> tuple:
