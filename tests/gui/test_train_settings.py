@@ -19,3 +19,13 @@ def test_calibration_background_map_and_step_budgets_reach_the_config(make_napar
     config = widget.config()
     assert config.calibration.enabled and config.cam.background_map
     assert (config.cam.steps, config.irn.steps, config.deeplab.steps) == (40, 0, 60)
+
+
+@pytest.mark.gui
+def test_the_cpu_preset_is_offered_and_sets_its_fields(make_napari_viewer):
+    widget = TrainingWidget(make_napari_viewer())
+    assert "cpu" in widget.preset.choices
+    widget.preset.value = "cpu"
+    config = widget.config()
+    assert config.calibration.enabled and config.cam.background_map and config.cam.steps == 200
+    assert widget.main["calibration.enabled"].value is True

@@ -63,7 +63,7 @@ class TrainingWidget(QWidget):
         config = get_preset("paper")
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.points = ComboBox(label="points", choices=self._points_choices, nullable=True)
-        self.preset = ComboBox(label="defaults", choices=["paper", "sample"], value="paper")
+        self.preset = ComboBox(label="defaults", choices=["paper", "sample", "cpu"], value="paper")
         self.until = ComboBox(label="run until", choices=STAGES, value=STAGES[-1])
         self.weights = ComboBox(label="weights", choices=["imagenet", "none", "file"], value="imagenet")
         self.weights_file = FileEdit(label="weights file", mode="r", filter="*.pth *.pt", visible=False)
