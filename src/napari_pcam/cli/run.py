@@ -111,10 +111,11 @@ def calibration_lines(record: dict | None) -> list[str]:
         return [f"calibration: {record['fallback']}"]
     lines = [f"thresholds chosen at {record['held_out_clicks']} held-out clicks "
              f"(configured value in brackets; held-out click score, %):"]
+    def pct(v):
+        return "-" if v is None else f"{v:.1f}"
+
     for name, c in record.items():
         if isinstance(c, dict):
-            def pct(v):
-                return "-" if v is None else f"{v:.1f}"
             cover = f", covers {c['coverage']:.0f}% of its clicks" if c.get("coverage") is not None else ""
             lines.append(f"  {name:<27} {c['value']:.2f} ({c['configured']:.2f})   "
                          f"{pct(c['score'])} ({pct(c['configured_score'])}){cover}")

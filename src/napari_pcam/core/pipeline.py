@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
+import torch
 
 from . import distributed
 from .calibration import CalibrationWarning, ClickSplit, choose_background, choose_mining, samples_at, split_clicks
@@ -310,7 +311,7 @@ def _calibrate_walk(data: RunData, config: PipelineConfig, folder: RunFolder, re
                     split: ClickSplit, walk: Sequence[np.ndarray]) -> PipelineConfig:
     """Choose the random walk's background threshold at the held-out clicks."""
     shapes = data.images.shapes
-    scores, cls = samples_at(((result.cams[i].keys, normalised_scores(torch_tensor(walk[i]), shapes[i][:2]))
+    scores, cls = samples_at(((result.cams[i].keys, normalised_scores(torch.from_numpy(walk[i]), shapes[i][:2]))
                               if len(split.held.for_image(i)[1]) else None for i in range(len(walk))), split.held)
     rw = choose_background("random_walk.bg_threshold", scores, cls, config.random_walk.bg_threshold,
                            tolerance=config.calibration.tolerance)
@@ -318,19 +319,12 @@ def _calibrate_walk(data: RunData, config: PipelineConfig, folder: RunFolder, re
     return dataclasses.replace(config, random_walk=dataclasses.replace(config.random_walk, bg_threshold=rw.value))
 
 
-def torch_tensor(array: np.ndarray):
-    """A NumPy array as a torch tensor (torch is imported by the stages anyway)."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(array))
-
-
 def _walk_labels(images: ImageStack, cams: Sequence[CamMaps], walk: Sequence[np.ndarray], threshold: float,
                  idx: Sequence[int]):
     """Refined labels of the images ``idx`` from their stored random-walk scores at ``threshold``."""
     out = []
     for j, i in enumerate(idx):
-        lab = scores_to_labels(torch_tensor(walk[i]), cams[i].keys, images.shapes[i][:2], threshold)
+        lab = scores_to_labels(torch.from_numpy(walk[i]), cams[i].keys, images.shapes[i][:2], threshold)
         out.append(lab)
         yield Progress("refine", j + 1, len(idx), message=images.names[i], preview=lab)
     return out
