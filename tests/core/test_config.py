@@ -42,6 +42,7 @@ def test_partial_file_keeps_defaults(tmp_path):
         ({"crop_size": 100}, "multiple of 16"),
         ({"lr_backbone": 0}, "cam.lr_backbone"),
         ({"scale_range": (2.0, 1.0)}, "low <= high"),
+        ({"alpha": 0.0, "background_map": True}, "cam.background_map = true needs cam.alpha > 0"),
     ],
 )
 def test_out_of_range_values_are_named(kwargs, fragment):

@@ -3,7 +3,7 @@
 Rows (each run in a fresh subprocess so that its peak memory is its own):
 
 * ``pcam chain``: PCAM -> IRNet -> DeepLabv3+ (the paper's method);
-* ``cam chain``: the same chain from plain CAMs (alpha = 0);
+* ``cam chain``: the same chain from plain CAMs (alpha = 0, no learnt background map);
 * ``point-only deeplab``: DeepLabv3+ trained on the clicked pixels alone with a partial cross-entropy
   (Bearman et al., "What's the Point", ECCV 2016, without the objectness prior);
 * ``random forest``: a pixel classifier on scikit-image's multiscale features trained on the clicks
@@ -88,7 +88,7 @@ def run_row(name: str, data: RunData, config: PipelineConfig, work: Path,
     if name == "pcam chain":
         row = _chain(data, config, work / "pcam_chain", held_out_stages)
     elif name == "cam chain":
-        cfg = dataclasses.replace(config, cam=dataclasses.replace(config.cam, alpha=0.0))
+        cfg = dataclasses.replace(config, cam=dataclasses.replace(config.cam, alpha=0.0, background_map=False))
         row = _chain(data, cfg, work / "cam_chain", held_out_stages)
     elif name == "point-only deeplab":
         row = _deeplab_on(_sparse, data, config)

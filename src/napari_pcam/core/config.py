@@ -116,6 +116,9 @@ class CamConfig:
         _check_encoder_name("cam.backbone", self.backbone)
         _check(isinstance(self.background_map, bool),
                f"cam.background_map={self.background_map!r} must be true or false.")
+        _check(not (self.background_map and self.alpha == 0),
+               "cam.background_map = true needs cam.alpha > 0: only the point loss trains the background map; "
+               "set cam.background_map = false for plain CAMs (alpha 0).")
         _check_range("cam.steps", self.steps, 0, 10**7)
         _check_weights("cam.weights", self.weights)
         _check_range("cam.alpha", self.alpha, 0.0, 1e3)
