@@ -85,3 +85,19 @@ def test_predict_labels_reads_tiles_only_and_equals_the_whole_image_labels():
     lazy = _OnlySlices(image)
     np.testing.assert_array_equal(predict_labels(model, lazy, **kwargs), expected)
     assert len(lazy.reads) == 9, "one read per tile (3 x 3 tiles of 48 px with 16 px overlap)"
+
+
+def test_predict_labels_tiles_a_16_bit_grayscale_image_scaled_as_the_whole_image():
+    from napari_pcam.core.config import DeepLabConfig
+    from napari_pcam.core.stages.segmentation import build_deeplab
+    from napari_pcam.core.stages.segmentation_inference import predict, predict_labels, predict_logits
+
+    torch.manual_seed(0)
+    model = build_deeplab(DeepLabConfig(backbone="resnet18", weights="none"), num_classes=3, in_channels=1).eval()
+    image = np.random.default_rng(4).integers(100, 3000, (90, 70)).astype(np.uint16)
+    kwargs = {"tile_size": 48, "tile_overlap": 16, "batch": 2, "amp": False}
+    expected = predict_logits(model, image, **kwargs).argmax(0).numpy()
+    lazy = _OnlySlices(image)
+    np.testing.assert_array_equal(predict_labels(model, lazy, **kwargs), expected)
+    assert len(lazy.reads) == 1 + 6, "one pass for the intensity range (90 rows < a band), then one read per tile"
+    np.testing.assert_array_equal(predict(model, image, **kwargs), expected)

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import DataError
 from ..normalisation import IMAGENET_MEAN, IMAGENET_STD
-from .stacks import layout
+from .stacks import is_array_like, layout
 
 
 class LazyImages(Sequence):
@@ -30,12 +30,15 @@ class LazyImages(Sequence):
         channels: Channel count of every image.
         key: A stable description of the content (e.g. paths, sizes and modification times of the files):
             run folders fingerprint a lazy stack by it instead of hashing every pixel.
+        materialise: Return every image as a numpy array (True), or as what ``read`` returns, e.g. a dask
+            array that is read only where it is sliced (False: for the tiled prediction of large images).
     """
 
     def __init__(self, read: Callable[[int], np.ndarray], shapes: Sequence[tuple[int, int]], channels: int, key: str,
-                 indices: Sequence[int] | None = None):
+                 indices: Sequence[int] | None = None, materialise: bool = True):
         self._read, self._shapes, self.channels, self.key = read, list(shapes), int(channels), key
         self._indices = list(range(len(self._shapes))) if indices is None else list(indices)
+        self.materialise = materialise
 
     def __len__(self) -> int:
         return len(self._indices)
@@ -44,7 +47,8 @@ class LazyImages(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(len(self))[i]]
         j = self._indices[i]
-        img = np.asarray(self._read(j))
+        img = self._read(j)
+        img = np.asarray(img) if self.materialise else img
         img = img[..., None] if img.ndim == 2 else img
         if img.shape != (*self._shapes[j], self.channels):
             raise DataError(f"image {j} reads as {img.shape}, expected {(*self._shapes[j], self.channels)}; "
@@ -57,7 +61,8 @@ class LazyImages(Sequence):
 
     def subset(self, indices: Sequence[int]) -> "LazyImages":
         """The images at ``indices``, still read on access."""
-        return LazyImages(self._read, self._shapes, self.channels, self.key, [self._indices[i] for i in indices])
+        return LazyImages(self._read, self._shapes, self.channels, self.key, [self._indices[i] for i in indices],
+                          self.materialise)
 
     def __repr__(self) -> str:  # what fingerprint() hashes
         return f"LazyImages({self.key!r}, {self._indices!r})"
@@ -159,7 +164,8 @@ class ImageStack:
         return ImageStack([self.images[i] for i in indices], names, sources)
 
     @classmethod
-    def from_array(cls, data: np.ndarray, *, rgb: bool = False, channel_axis: int | None = None) -> "ImageStack":
+    def from_array(cls, data: np.ndarray, *, rgb: bool = False, channel_axis: int | None = None,
+                   lazy: bool = False) -> "ImageStack":
         """Build from a napari-style array, by the stack/channel rule of :mod:`.stacks` with explicit axes.
 
         Args:
@@ -168,8 +174,12 @@ class ImageStack:
             rgb: The last axis holds RGB(A) colour (only the first three channels are used).
             channel_axis: Axis holding channels (multichannel images); otherwise a third axis before
                 rows and columns is the slice axis.
+            lazy: Keep an array that is not a numpy array (a dask array, a memory map) as it is: the images
+                are views of it, read only where they are sliced (e.g. tile by tile by
+                :func:`~napari_pcam.core.stages.segmentation_inference.predict_labels`).
         """
-        data = np.asarray(data)
+        lazy = lazy and not isinstance(data, np.ndarray) and is_array_like(data)
+        data = data if lazy else np.asarray(data)
         if rgb:
             data, channel_axis = data[..., :3], -1
         spatial = data.ndim - (channel_axis is not None)
@@ -183,9 +193,13 @@ class ImageStack:
             stack_axis = 0
         lay = layout(data.shape, stack_axis=stack_axis, channel_axis=channel_axis, source="the image layer")
         slices = lay.split(data)
-        if lay.stack is None:
-            return cls([slices[0]], ["image_0000"])
-        return cls(list(slices), [f"slice_{i:04d}" for i in range(len(slices))])
+        names = ["image_0000"] if lay.stack is None else [f"slice_{i:04d}" for i in range(len(slices))]
+        if lazy:
+            key = f"{type(data).__name__} {getattr(data, 'name', id(data))} {tuple(data.shape)}"
+            images = LazyImages(slices.__getitem__, [tuple(slices.shape[1:3])] * len(names), slices.shape[3], key,
+                                materialise=False)
+            return cls(images, names)
+        return cls(list(slices), names)
 
 
 def _first_per_value(counts: dict[str, int]) -> str:
@@ -195,18 +209,76 @@ def _first_per_value(counts: dict[str, int]) -> str:
     return ", ".join(f"{n!r} has {c}" for c, n in seen.items())
 
 
-def normalise_image(img: np.ndarray) -> np.ndarray:
+PERCENTILES = (0.5, 99.5)
+# Images of more values than this (of a type without an exact histogram: floats, 32/64-bit integers) get
+# their percentiles from an evenly strided subsample of about this many values instead of all of them.
+EXACT_VALUES = 1 << 25
+
+
+def normalise_image(img: np.ndarray, value_range: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Scale an ``H x W x C`` image to float32 in [0, 1].
 
     uint8 images are divided by 255; any other dtype is scaled per channel between its 0.5 and 99.5
-    percentiles (robust for 12/16-bit microscopy), then clipped.
+    percentiles (robust for 12/16-bit microscopy), then clipped. ``value_range``: those per-channel
+    (low, high) values computed beforehand (:func:`value_range` of the whole image), so that a tile of a
+    large image is scaled exactly as the whole image would be.
     """
     if img.dtype == np.uint8:
         return img.astype(np.float32) / 255.0
     img = img.astype(np.float32)
-    lo = np.percentile(img, 0.5, axis=(0, 1), keepdims=True)
-    hi = np.percentile(img, 99.5, axis=(0, 1), keepdims=True)
+    lo, hi = value_range if value_range is not None else value_range_of(img)
     return np.clip((img - lo) / np.maximum(hi - lo, 1e-6), 0.0, 1.0)
+
+
+def value_range_of(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel (0.5, 99.5) percentiles of an in-memory float32 ``H x W x C`` image, (1, 1, C) each."""
+    lo = np.percentile(img, PERCENTILES[0], axis=(0, 1), keepdims=True)
+    hi = np.percentile(img, PERCENTILES[1], axis=(0, 1), keepdims=True)
+    return lo, hi
+
+
+def value_range(image, band_rows: int = 256) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel (low, high) of :func:`normalise_image` for an image of any size, read in row bands.
+
+    ``image`` is any ``H x W x C`` array that slices like numpy (a memory-mapped TIFF, a dask array);
+    only ``band_rows`` rows are in memory at a time. 8/16-bit integer images get the exact percentiles
+    of the whole image (from a histogram: the same values as :func:`numpy.percentile`); other types the
+    exact ones up to :data:`EXACT_VALUES` values and above that those of a strided subsample. Returns
+    None for uint8 images (divided by 255, no range needed).
+    """
+    dtype = np.dtype(image.dtype)
+    if dtype == np.uint8:
+        return None
+    h, w, c = image.shape
+    if dtype.kind in "iu" and dtype.itemsize <= 2:
+        offset = int(np.iinfo(dtype).min)
+        bins = 1 << (8 * dtype.itemsize)
+        counts = np.zeros((c, bins), np.int64)
+        for y in range(0, h, max(1, band_rows)):
+            band = np.asarray(image[y : y + band_rows]).reshape(-1, c).astype(np.int64) - offset
+            for k in range(c):
+                counts[k] += np.bincount(band[:, k], minlength=bins)
+        values = np.arange(bins, dtype=np.float32) + np.float32(offset)
+        lo = [_histogram_percentile(counts[k], values, PERCENTILES[0]) for k in range(c)]
+        hi = [_histogram_percentile(counts[k], values, PERCENTILES[1]) for k in range(c)]
+        return (np.asarray(lo, np.float32).reshape(1, 1, c), np.asarray(hi, np.float32).reshape(1, 1, c))
+    step = max(1, int(np.ceil(np.sqrt(h * w * c / EXACT_VALUES))))
+    rows = max(step, band_rows // step * step)  # band starts stay on the subsample's rows
+    sample = np.concatenate([np.asarray(image[y : y + rows : step, ::step]) for y in range(0, h, rows)])
+    return value_range_of(sample.astype(np.float32))
+
+
+def _histogram_percentile(counts: np.ndarray, values: np.ndarray, q: float) -> np.float32:
+    """numpy.percentile's default (linear) estimate of the ``q`` percentile of the values a histogram
+    counts: the order statistics at ``q / 100 * (n - 1)`` and the next one, interpolated as numpy does."""
+    n = int(counts.sum())
+    position = np.float64(q) / 100 * (n - 1)
+    below = int(np.floor(position))
+    cumulative = np.cumsum(counts)
+    a = values[np.searchsorted(cumulative, below, side="right")]
+    b = values[np.searchsorted(cumulative, min(below + 1, n - 1), side="right")]
+    t = np.float32(position - below)
+    return np.float32(b - (b - a) * (1 - t)) if t >= 0.5 else np.float32(a + (b - a) * t)
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:
@@ -223,12 +295,13 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((img[..., :3] * 255).round().astype(np.uint8))
 
 
-def image_to_tensor(img: np.ndarray) -> torch.Tensor:
+def image_to_tensor(img: np.ndarray, value_range: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
     """``H x W x C`` image -> normalised float32 ``C x H x W`` tensor.
 
     RGB images get ImageNet's mean and std; other channel counts the mean of those values per channel.
+    ``value_range``: as in :func:`normalise_image` (for a tile of a larger image).
     """
-    x = normalise_image(img)
+    x = normalise_image(img, value_range)
     c = x.shape[2]
     if c == 3:
         mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)

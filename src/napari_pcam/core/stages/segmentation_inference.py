@@ -15,7 +15,7 @@ from torch import nn
 
 from ..config import DeepLabConfig
 from ..crf import crf_map, crf_probabilities, require_crf
-from ..data.images import image_to_tensor, to_rgb8
+from ..data.images import image_to_tensor, to_rgb8, value_range
 from ..device import autocast, resolve_device
 from ..errors import DataError
 from ..tiling import sliding_window, sliding_window_argmax
@@ -149,11 +149,8 @@ def predict(
         require_crf("deeplab.crf")
         return crf_probabilities(*_crf_job(model, image, scales=scales, flip=flip, **kwargs))
     if tuple(scales) == (1.0,) and not flip:
-        if getattr(image, "dtype", None) == np.uint8:
-            return predict_labels(model, image, **kwargs)
-        scores = predict_logits(model, image, **kwargs)
-    else:
-        scores = predict_probabilities(model, image, scales=scales, flip=flip, **kwargs)
+        return predict_labels(model, image, **kwargs)
+    scores = predict_probabilities(model, image, scales=scales, flip=flip, **kwargs)
     return scores.argmax(0).numpy().astype(np.uint8)
 
 
@@ -169,20 +166,21 @@ def predict_labels(
     amp: bool = True,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Label map (uint8 H x W) of one uint8 ``H x W x C`` (or ``H x W``) image in bounded memory.
+    """Label map (uint8 H x W) of one ``H x W x C`` (or ``H x W``) image in bounded memory.
 
     The labels of :func:`predict_logits` + argmax (the same tiles, sums and batches,
     :func:`~napari_pcam.core.tiling.sliding_window_argmax`), but the image is read tile by tile, so it can
     be any array that slices like numpy (a memory-mapped TIFF, a dask or zarr array), and only a band of
     scores a tile high is held: a 10,000 x 10,000 RGB image never becomes one float tensor (1.2 GB) with
-    its K x H x W scores (0.4 GB per class). uint8 images only: other types are scaled by percentiles of
-    the whole image (use :func:`predict_logits`).
+    its K x H x W scores (0.4 GB per class). Images of other types than uint8 are scaled by percentiles of
+    the whole image (:func:`~napari_pcam.core.data.images.value_range`, one pass in row bands before
+    the tiles), exactly as the whole-image path scales them.
 
     Args:
         out: uint8 H x W array to write into (None = a new one). Other arguments as in :func:`predict_logits`.
     """
-    if getattr(image, "dtype", None) != np.uint8:
-        raise DataError(f"predict_labels reads uint8 images tile by tile; this one is {image.dtype}.")
+    if len(image.shape) not in (2, 3):
+        raise DataError(f"predict_labels needs an H x W or H x W x C image, not one of shape {image.shape}.")
     dev = resolve_device(device) if isinstance(device, str) else device
     model.to(dev).eval()
     h, w = image.shape[:2]
@@ -191,9 +189,11 @@ def predict_labels(
     if channels != expected:
         raise DataError(f"the image has {channels} channel(s), but the model was trained on {expected}.")
 
+    scaling = value_range(image if len(image.shape) == 3 else _WithChannel(image))
+
     def read(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
         tile = np.asarray(image[y0:y1, x0:x1])
-        return image_to_tensor(tile if tile.ndim == 3 else tile[..., None]).to(dev)
+        return image_to_tensor(tile if tile.ndim == 3 else tile[..., None], scaling).to(dev)
 
     def run(tiles: torch.Tensor) -> torch.Tensor:
         with autocast(dev, amp):
@@ -201,6 +201,16 @@ def predict_labels(
 
     return sliding_window_argmax(run, read, (h, w), tile_size=tile_size, overlap=tile_overlap, batch=batch,
                                  out=out)
+
+
+class _WithChannel:
+    """An ``H x W`` array seen as ``H x W x 1`` (for :func:`value_range`, which slices rows and columns)."""
+
+    def __init__(self, image):
+        self.image, self.dtype, self.shape = image, image.dtype, (*image.shape, 1)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.asarray(self.image[key])[..., None]
 
 
 def _crf_job(model: nn.Module, image: np.ndarray, **kwargs) -> tuple:
