@@ -150,3 +150,31 @@ def test_layers_follow_the_same_rule():
     assert ImageStack.from_array(np.zeros((4, 32, 32)), channel_axis=0).channels == 4
     two = ImageStack.from_array(np.zeros((3, 2, 32, 32)), channel_axis=1)
     assert len(two) == 3 and two.channels == 2
+
+
+def _mapped(array) -> bool:
+    while array is not None and not isinstance(array, np.memmap):
+        array = array.base
+    return array is not None
+
+
+def test_a_large_uncompressed_tiff_is_memory_mapped_and_a_compressed_one_is_read(tmp_path, monkeypatch):
+    import tifffile
+
+    from napari_pcam.core.data import readers
+
+    monkeypatch.setattr(readers, "MEMMAP_PIXELS", 40 * 30 - 1)
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)
+    tifffile.imwrite(tmp_path / "plain.tif", pixels, photometric="rgb")
+    tifffile.imwrite(tmp_path / "zipped.tif", pixels, photometric="rgb", compression="zlib")
+    (tmp_path / "gray").mkdir()
+    tifffile.imwrite(tmp_path / "gray" / "stack.tif", np.stack([pixels[..., 0]] * 2), metadata={"axes": "ZYX"})
+    stack = readers.read_image_folder(tmp_path)
+    by_name = dict(zip(stack.names, stack.images))
+    assert _mapped(by_name["plain.tif"]) and not _mapped(by_name["zipped.tif"])
+    slices = readers.read_image_folder(tmp_path / "gray").images
+    assert _mapped(slices[0]) and slices[1].shape == (40, 30, 1)
+    np.testing.assert_array_equal(by_name["plain.tif"], pixels)
+    np.testing.assert_array_equal(by_name["zipped.tif"], pixels)
+    monkeypatch.setattr(readers, "MEMMAP_PIXELS", 40 * 30)  # not more pixels than the limit: read
+    assert not _mapped(readers.read_image(tmp_path / "plain.tif"))

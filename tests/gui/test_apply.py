@@ -127,3 +127,43 @@ def test_a_large_image_gets_labels_only(tiny_layers, tmp_path, make_bundle, wait
     assert any("'big' is large" in n for n in notes), notes
     assert [lay.name for lay in viewer.layers if "pcam_result" in lay.metadata] == ["big final"]
     np.testing.assert_array_equal(viewer.layers["big final"].data, load_bundle(tmp_path / "model").predict(big.data))
+
+
+@pytest.mark.gui
+@pytest.mark.parametrize("kind", ["dask", "zarr-like"])
+def test_a_large_dask_or_zarr_layer_reaches_the_tiles_unconverted(tiny_layers, tmp_path, make_bundle, wait_idle,
+                                                                   monkeypatch, kind):
+    import dask.array as da
+
+    from napari_pcam.core.bundle import load_bundle
+    from napari_pcam.core.stages import segmentation_inference
+    from napari_pcam.gui import apply as apply_module
+
+    monkeypatch.setattr(apply_module, "LARGE_PIXELS", 30 * 30)
+    seen = []
+    original = segmentation_inference.predict_labels
+
+    def recording(model, image, **kwargs):
+        seen.append(type(image).__module__.split(".")[0])
+        return original(model, image, **kwargs)
+
+    monkeypatch.setattr(segmentation_inference, "predict_labels", recording)
+    pixels = np.random.default_rng(5).integers(0, 255, (40, 48, 3), np.uint8)
+
+    class ZarrLike:  # slices like a zarr array; no transpose, no __array__
+        shape, dtype, ndim, chunks = pixels.shape, pixels.dtype, 3, (16, 16, 3)
+
+        def __getitem__(self, key):
+            return pixels[key]
+
+    data = da.from_array(pixels, chunks=(16, 16, 3)) if kind == "dask" else ZarrLike()
+    viewer, image, points = tiny_layers
+    big = viewer.add_image(data, rgb=True, name="lazy")
+    widget = ApplyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.load(make_bundle(tmp_path / "model"))
+    widget.image.value = big
+    widget.apply()
+    wait_idle(widget, timeout=60_000)
+    assert seen == ["dask"], "the layer's data reached the tiled prediction as a dask array, not as numpy"
+    np.testing.assert_array_equal(viewer.layers["lazy final"].data, load_bundle(tmp_path / "model").predict(pixels))

@@ -170,12 +170,14 @@ class ApplyWidget(QWidget):
         image = self.image.value
         if image is None:
             raise DataError("choose an image layer to apply the model to.")
-        stack = image_stack(image, self.channel_axis.value)
+        stack = image_stack(image, self.channel_axis.value, lazy=True)  # a dask / zarr layer stays unread
         names = list(model.class_names)
         target = ResultTarget(self.viewer, image, names, self._colors(names), self.channel_axis.value)
         large = max(h * w for h, w in stack.shapes) > LARGE_PIXELS
         if large:
             show_info(f"{image.name!r} is large: it gets labels only (segmented in tiles), no heatmaps.")
+        elif stack.lazy:
+            stack = image_stack(image, self.channel_axis.value)  # small: read once, for labels and heatmaps
         worker = create_worker(predict_job, model, stack, threads=self._threads(), heatmaps=not large,
                                _start_thread=False, _connect={"errored": self._on_error})
         return worker, target, image.name
@@ -185,7 +187,7 @@ class ApplyWidget(QWidget):
         if not layers:
             raise DataError("there is no image layer to apply the model to; open images first.")
         axis = self.channel_axis.value
-        stacks = [image_stack(layer, axis) for layer in layers]
+        stacks = [image_stack(layer, axis, lazy=True) for layer in layers]  # labels only: read tile by tile
         for layer, stack in zip(layers, stacks):
             check_channels(model, stack, f"image layer {layer.name!r}")
         out = self._out_folder()

@@ -18,10 +18,22 @@ from ..core.errors import DataError
 from .classes import class_ids, get_classes
 
 
-def layer_array(layer: Layer) -> np.ndarray:
-    """The full-resolution data of a layer as a numpy array (level 0 of a multiscale layer)."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    return np.asarray(data)
+def layer_data(layer: Layer):
+    """The full-resolution data of a layer as it is stored (level 0 of a multiscale layer): a numpy, dask or
+    zarr array; nothing is read."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def layer_array(layer: Layer, lazy: bool = False):
+    """The full-resolution data of a layer as a numpy array, or with ``lazy`` as a numpy or dask array:
+    a dask array stays one and any other array (zarr, a memory map) becomes a dask array over it, so that
+    only the parts that are sliced are ever read."""
+    data = layer_data(layer)
+    if not lazy or isinstance(data, np.ndarray):
+        return np.asarray(data)
+    import dask.array as da  # a napari dependency
+
+    return data if isinstance(data, da.Array) else da.from_array(data, chunks=getattr(data, "chunks", "auto"))
 
 
 def spatial_axes(layer: Image, channel_axis: int | None) -> list[int]:
@@ -35,8 +47,11 @@ def spatial_axes(layer: Image, channel_axis: int | None) -> list[int]:
     return axes
 
 
-def image_stack(layer: Layer, channel_axis: int | None = None) -> ImageStack:
+def image_stack(layer: Layer, channel_axis: int | None = None, lazy: bool = False) -> ImageStack:
     """The images of a layer: one for a 2D layer, one per leading index for a 3D stack.
+
+    With ``lazy``, a layer whose data is not a numpy array (dask, zarr) is not converted: its images are
+    dask views, read only where they are sliced (tile by tile when a model segments them).
 
     Raises:
         DataError: a Labels layer or any non-image layer, or an image of unsupported dimensionality.
@@ -47,11 +62,11 @@ def image_stack(layer: Layer, channel_axis: int | None = None) -> ImageStack:
         )
     if not isinstance(layer, Image):
         raise DataError(f"layer {layer.name!r} is a {type(layer).__name__} layer, not an image.")
-    data = layer_array(layer)
+    data = layer_array(layer, lazy)
     if channel_axis is not None:
         spatial_axes(layer, channel_axis)  # checks the axis
         channel_axis = channel_axis % layer.ndim
-    return ImageStack.from_array(data, rgb=bool(layer.rgb), channel_axis=channel_axis)
+    return ImageStack.from_array(data, rgb=bool(layer.rgb), channel_axis=channel_axis, lazy=lazy)
 
 
 def points_to_image(points: Points, image: Image, channel_axis: int | None = None) -> np.ndarray:

@@ -38,7 +38,7 @@ from qtpy.QtCore import QTimer
 from ..core.data.cams import CamMaps
 from ..core.progress import Progress
 from .classes import rgba
-from .convert import layer_array, spatial_axes
+from .convert import layer_data, spatial_axes
 
 LABEL_STAGES = ("pcam labels", "refined", "final")
 KEY = "pcam_result"
@@ -64,7 +64,7 @@ class ResultTarget:
         self.class_names = list(class_names)
         self.colors = list(colors)
         axes = spatial_axes(image, channel_axis)
-        data_shape = layer_array(image).shape
+        data_shape = layer_data(image).shape
         self.shape = tuple(data_shape[a] for a in axes)
         self.scale = np.asarray(image.scale)[axes]
         self.translate = np.asarray(image.translate)[axes]

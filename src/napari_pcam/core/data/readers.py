@@ -16,6 +16,10 @@ from .images import ImageStack
 from .stacks import layout
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+# Uncompressed TIFFs of more pixels than this are memory-mapped instead of read: their pixels come from the
+# file where they are sliced (e.g. tile by tile by ``segment``), so a 10,000 x 10,000 image is never one
+# array in memory. Compressed TIFFs, PNG and JPEG are decoded whole.
+MEMMAP_PIXELS = 4096 * 4096
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -48,7 +52,7 @@ def read_array(path: str | Path) -> tuple[np.ndarray, str | None]:
 
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
-                arr, axes = series.asarray(), series.axes
+                arr, axes = _memory_map(path, series) if _mappable(series) else series.asarray(), series.axes
                 if tif.is_shaped and "axes" not in (tif.shaped_metadata or ({},))[0]:
                     axes = None  # tifffile's own file without axes: its letters are guesses (3 or 4 slices -> "RGB")
         else:
@@ -64,6 +68,22 @@ def read_array(path: str | Path) -> tuple[np.ndarray, str | None]:
         raise DataError(f"cannot read image {str(path)!r}: {exc.__class__.__name__}: {exc}") from exc
     arr = np.asarray(arr)
     return arr, (axes if axes and len(axes) == arr.ndim else None)
+
+
+def _mappable(series) -> bool:
+    """True for a large TIFF series stored uncompressed in one contiguous block (see MEMMAP_PIXELS)."""
+    pixels = int(np.prod(series.shape)) // max(1, series.shape[-1] if series.axes.endswith("S") else 1)
+    return pixels > MEMMAP_PIXELS and series.dataoffset is not None
+
+
+def _memory_map(path: Path, series) -> np.ndarray:
+    """The series as a read-only memory map of the file (its pixels are read where they are used)."""
+    import tifffile
+
+    try:
+        return tifffile.memmap(path, series=0, mode="r")
+    except ValueError:  # not mappable after all (e.g. byte order or layout): decode it
+        return series.asarray()
 
 
 def read_slices(path: str | Path, *, stack_axis: int | None = None, channel_axis: int | None = None

@@ -50,8 +50,12 @@ class Layout:
     drop: tuple[int, ...] = ()
 
     def split(self, data: np.ndarray) -> np.ndarray:
-        """``data`` rearranged as ``Z x H x W x C`` (Z = 1 and C = 1 where the array has no such axis)."""
-        data = np.asarray(data)
+        """``data`` rearranged as ``Z x H x W x C`` (Z = 1 and C = 1 where the array has no such axis).
+
+        An array that is not a numpy array but rearranges like one (a dask array) stays what it is: the
+        result is a view of it, read only where it is sliced.
+        """
+        data = data if is_array_like(data) else np.asarray(data)
         if self.drop:
             data = data.squeeze(axis=self.drop)
         order = [a for a in (self.stack, self.rows, self.cols, self.channel) if a is not None]
@@ -61,6 +65,12 @@ class Layout:
         if self.stack is None:
             data = data[None]
         return data if self.channel is not None else data[..., None]
+
+
+def is_array_like(data) -> bool:
+    """True for a numpy array and for arrays that index, transpose and reshape like one without being read
+    (dask arrays, memory maps): what :meth:`Layout.split` can rearrange without converting."""
+    return all(hasattr(data, name) for name in ("shape", "dtype", "ndim", "transpose", "squeeze", "__getitem__"))
 
 
 def layout(

@@ -91,7 +91,7 @@ def compute_cams(
     """
     device = next(model.parameters()).device
     model.eval()
-    x = image_to_tensor(image)[None].to(device)
+    x = image_to_tensor(np.asarray(image))[None].to(device)  # a dask view of a layer is read here, whole
     h, w = x.shape[2:]
     low_size = (math.ceil(h / 4), math.ceil(w / 4))
     keys = np.arange(1, model.num_classes + 1) if keys is None else np.asarray(sorted(keys), np.int64)
