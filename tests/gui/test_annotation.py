@@ -41,13 +41,15 @@ def test_number_keys_choose_the_class_and_move_selected_points(make_napari_viewe
     layer = widget.new_points_layer()
     widget.add_class("b")
     layer.add([[1, 1], [2, 2]])
-    canvas = viewer.window._qt_viewer.canvas.native
-    canvas.setFocus()
-    qtbot.keyClick(canvas, Qt.Key_1)
+    # The keys go to napari's main window (Qt's public QWidget.window() of the docked widget), which hands
+    # them to the canvas's key bindings as when the user types with the window focused; no private napari API.
+    window = widget.window()
+    window.activateWindow()
+    qtbot.keyClick(window, Qt.Key_1)
     assert widget.current_class == "class_1"
     layer.mode = "select"
     layer.selected_data = {0}
-    qtbot.keyClick(canvas, Qt.Key_0)
+    qtbot.keyClick(window, Qt.Key_0)
     assert list(layer.features["class"]) == ["background", "b"]
     np.testing.assert_allclose(layer.face_color[0], rgba(widget.class_colors[0]))
 
