@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No notification toasts over the picture (e.g. napari's PyQt5 deprecation): napari's settings read
+# NAPARI_<SECTION>_<FIELD> from the environment, which overrides the saved setting without writing it.
+os.environ.setdefault("NAPARI_APPLICATION_GUI_NOTIFICATION_LEVEL", "none")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _sample_session import open_sample_session, wait_for  # noqa: E402
@@ -27,7 +30,7 @@ def main() -> int:
     parser.add_argument("--slice", type=int, default=3, help="stack slice shown")
     args = parser.parse_args()
     viewer, train = open_sample_session(args.epochs, irn_epochs=args.irn_epochs, deeplab_epochs=args.deeplab_epochs)
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window.resize(1500, 950)
     train.train()
     wait_for(train)
     for name in ("refined", "final"):  # the heatmaps show; the label layers stay in the list, hidden
@@ -38,10 +41,6 @@ def main() -> int:
     viewer.layers.selection.active = viewer.layers["pcam points"]
     viewer.dims.set_current_step(0, args.slice)
     viewer.reset_view()
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
-
-    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):  # e.g. the PyQt5 deprecation
-        toast.close()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(args.out, canvas_only=False)
     print(f"saved {args.out}")
