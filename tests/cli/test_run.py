@@ -133,4 +133,6 @@ def test_the_table_lists_each_chosen_threshold_with_its_click_scores():
     assert "40 held-out clicks" in lines[0]
     assert "cam_inference.bg_threshold" in lines[1] and "0.45 (0.30)" in lines[1] and "81.2 (70.0)" in lines[1]
     assert "95.0 (-)" in lines[2] and "covers 30% of its clicks" in lines[2]
+    record["deeplab.train_on"] = {"value": "pcam", "configured": "best", "pcam_score": 84.16, "refined_score": 65.0}
+    assert "pcam (best)   pcam 84.2, refined 65.0" in calibration_lines(record)[3]
     assert calibration_lines(None) == []

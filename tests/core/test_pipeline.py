@@ -198,3 +198,27 @@ def test_clicks_override_the_pseudo_labels_deeplab_trains_on(run_data, tmp_path,
         assert np.array_equal(clicked_labels(lab, yx), cls)
         changed = lab != result.refined[i]
         assert changed.sum() <= len(cls)
+
+
+def test_click_weight_hands_deeplab_the_click_maps_of_every_image(run_data, tmp_path, tiny_pipeline, monkeypatch):
+    import dataclasses
+
+    from napari_pcam.core import pipeline
+    from napari_pcam.core.click_scores import clicked_labels
+
+    seen = {}
+    real = pipeline.train_deeplab
+
+    def spy(images, labels, *a, clicks=None, **k):
+        seen["clicks"] = [clicks[i] for i in range(len(clicks))]
+        return (yield from real(images, labels, *a, clicks=clicks, **k))
+
+    monkeypatch.setattr(pipeline, "train_deeplab", spy)
+    config = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(tiny_pipeline.deeplab, click_weight=1.0,
+                                                                            click_radius=0))
+    drain(run_pipeline(run_data, config, tmp_path / "run", until="deeplab"))
+    assert len(seen["clicks"]) == len(run_data.images)
+    for i, clicks in enumerate(seen["clicks"]):
+        yx, cls = run_data.points.for_image(i)
+        assert np.array_equal(clicked_labels(clicks, yx), cls)
+        assert (clicks != 255).sum() <= len(cls)  # nothing but the clicked pixels

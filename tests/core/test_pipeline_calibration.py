@@ -11,6 +11,7 @@ import torch
 from napari_pcam.core.calibration import GRID, CalibrationWarning
 from napari_pcam.core.config import CalibrationConfig
 from napari_pcam.core.data.points import PointAnnotations
+from napari_pcam.core.errors import ConfigError
 from napari_pcam.core.pipeline import RunData, run_pipeline
 from napari_pcam.core.progress import drain
 from napari_pcam.core.stages.random_walk import scores_to_labels
@@ -148,3 +149,49 @@ def test_images_of_very_different_sizes_calibrate_together(tiny_pipeline, tmp_pa
     result = drain(run_pipeline(data, config, tmp_path / "run", until="refined"))
     assert "fallback" not in result.metrics["calibration"]
     assert [lab.shape for lab in result.refined] == [m.shape for m in masks]
+
+
+def _spy_deeplab(monkeypatch) -> dict:
+    from napari_pcam.core import pipeline
+
+    seen, real = {}, pipeline.train_deeplab
+
+    def spy(images, labels, *a, **k):
+        seen["labels"] = [np.asarray(labels[i]) for i in range(len(labels))]
+        return (yield from real(images, labels, *a, **k))
+
+    monkeypatch.setattr(pipeline, "train_deeplab", spy)
+    return seen
+
+
+def test_best_trains_deeplab_on_the_stage_that_labels_the_held_out_clicks_better(run_data, tiny_pipeline, tmp_path,
+                                                                                  monkeypatch):
+    seen = _spy_deeplab(monkeypatch)
+    data = RunData(run_data.images, _dense_clicks(run_data), run_data.masks)
+    config = dataclasses.replace(tiny_pipeline, calibration=CalibrationConfig(enabled=True, min_clicks=1),
+                                 deeplab=dataclasses.replace(tiny_pipeline.deeplab, train_on="best"))
+    result = drain(run_pipeline(data, config, tmp_path / "run", until="deeplab"))
+    record = json.loads((tmp_path / "run" / "run.json").read_text())["calibration"]
+    entry = record["deeplab.train_on"]
+    assert entry["pcam_score"] == record["cam_inference.bg_threshold"]["score"]
+    assert entry["refined_score"] == record["random_walk.bg_threshold"]["score"]
+    better = "pcam" if entry["pcam_score"] > entry["refined_score"] + config.calibration.tolerance else "refined"
+    assert entry["value"] == better and entry["configured"] == "best"
+    threshold = record["cam_inference.bg_threshold"]["value"]
+    expected = [c.labels(threshold) for c in result.cams] if better == "pcam" else result.refined
+    assert all(np.array_equal(a, b) for a, b in zip(seen["labels"], expected))
+
+
+def test_deeplab_can_learn_from_the_pcam_labels_and_best_without_held_out_clicks_warns(run_data, tiny_pipeline,
+                                                                                      tmp_path, monkeypatch):
+    seen = _spy_deeplab(monkeypatch)
+    config = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(tiny_pipeline.deeplab, train_on="pcam"))
+    result = drain(run_pipeline(run_data, config, tmp_path / "pcam", until="deeplab"))
+    thr = tiny_pipeline.cam_inference.bg_threshold
+    assert all(np.array_equal(a, c.labels(thr)) for a, c in zip(seen["labels"], result.cams))
+    config = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(tiny_pipeline.deeplab, train_on="best"))
+    with pytest.warns(CalibrationWarning, match="learns from the refined labels"):
+        result = drain(run_pipeline(run_data, config, tmp_path / "best", until="deeplab"))
+    assert all(np.array_equal(a, b) for a, b in zip(seen["labels"], result.refined))
+    with pytest.raises(ConfigError, match="deeplab.train_on='walk' is not valid"):
+        dataclasses.replace(tiny_pipeline.deeplab, train_on="walk")

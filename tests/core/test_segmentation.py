@@ -10,7 +10,14 @@ from napari_pcam.core.data.images import image_to_tensor, to_rgb8
 from napari_pcam.core.data.synthetic import make_synthetic
 from napari_pcam.core.errors import CheckpointError, ConfigError, DataError
 from napari_pcam.core.progress import Progress, drain
-from napari_pcam.core.stages.segmentation import augment, build_deeplab, load_segmenter, save_segmenter, train_deeplab
+from napari_pcam.core.stages.segmentation import (
+    _loss,
+    augment,
+    build_deeplab,
+    load_segmenter,
+    save_segmenter,
+    train_deeplab,
+)
 from napari_pcam.core.stages.segmentation_inference import predict, predict_logits, predict_probabilities
 
 TINY = DeepLabConfig(
@@ -92,6 +99,58 @@ def test_augmentation_moves_image_and_labels_together():
     for seed in range(6):
         x, y = augment(img, torch.from_numpy(lab), cfg, np.random.default_rng(seed))
         assert torch.equal(x[0].long(), y)
+
+
+def test_a_click_map_stacked_on_the_labels_follows_the_same_transform():
+    rng = np.random.default_rng(1)
+    lab = torch.from_numpy(rng.integers(0, 4, (40, 56)).astype(np.int64))
+    clicks = torch.full_like(lab, 255)
+    clicks[[2, 20, 39], [3, 30, 55]] = lab[[2, 20, 39], [3, 30, 55]]
+    img = torch.from_numpy(rng.random((3, 40, 56), dtype=np.float32))
+    cfg = DeepLabConfig(crop_size=32, scale_range=(0.5, 1.5), flip=True)
+    for seed in range(6):
+        x1, y1 = augment(img, lab, cfg, np.random.default_rng(seed))
+        x2, y2 = augment(img, torch.stack([lab, clicks]), cfg, np.random.default_rng(seed))
+        assert torch.equal(x1, x2) and y2.shape == (2, 32, 32) and torch.equal(y2[0], y1)
+        kept = y2[1] != 255
+        assert kept.any() or seed > 0  # a crop may miss every click; where kept, it agrees with the labels
+        assert set(y2[1][kept].tolist()) <= {int(v) for v in lab[[2, 20, 39], [3, 30, 55]]}
+
+
+def test_click_loss_is_added_with_its_weight_averaged_over_the_clicks_alone():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8)
+    labels = torch.randint(0, 3, (2, 8, 8))
+    clicks = torch.full_like(labels, 255)
+    clicks[0, 1, 2], clicks[1, 5, 5] = 2, 0
+    plain, _ = _loss(logits, (None, labels))
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    click_ce = torch.nn.functional.cross_entropy(logits, clicks, ignore_index=255)
+    assert torch.allclose(plain, ce)
+    both, metrics = _loss(logits, (None, torch.stack([labels, clicks], 1)), click_weight=2.0)
+    assert torch.allclose(both, ce + 2.0 * click_ce)
+    assert metrics["click_loss"] == pytest.approx(float(click_ce), rel=1e-5)
+    none = torch.full_like(labels, 255)  # a crop without clicks adds nothing
+    assert torch.allclose(_loss(logits, (None, torch.stack([labels, none], 1)), click_weight=5.0)[0], ce)
+
+
+def test_click_weight_trains_on_labels_and_clicks_and_needs_the_click_maps(data):
+    clicks = [np.full(m.shape, 255, np.uint8) for m in data.masks]
+    for lab, mask in zip(clicks, data.masks):
+        lab[5, 7], lab[30, 20] = mask[5, 7], mask[30, 20]
+    cfg = DeepLabConfig(**{**TINY.__dict__, "min_steps": 2, "scale_range": (0.5, 1.5), "click_weight": 1.0})
+    seg = drain(train_deeplab(data.images, data.masks, 4, cfg, device="cpu", seed=1, clicks=clicks))
+    assert len(seg.losses) == 2 and all(np.isfinite(seg.losses))
+    with pytest.raises(ConfigError, match="needs the click maps"):
+        drain(train_deeplab(data.images, data.masks, 4, cfg, device="cpu"))
+    with pytest.raises(ConfigError, match="click_weight=0"):
+        drain(train_deeplab(data.images, data.masks, 4, TINY, device="cpu", clicks=clicks))
+    bad = [c.copy() for c in clicks]
+    bad[0][0, 0] = 9
+    with pytest.raises(DataError, match="value 9"):
+        drain(train_deeplab(data.images, data.masks, 4, cfg, device="cpu", clicks=bad))
+    with pytest.raises(ConfigError, match="click_weight"):
+        DeepLabConfig(click_weight=-1.0)
 
 
 def test_tiled_prediction_is_the_mean_of_the_tile_outputs(trained):

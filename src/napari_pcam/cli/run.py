@@ -115,7 +115,10 @@ def calibration_lines(record: dict | None) -> list[str]:
         return "-" if v is None else f"{v:.1f}"
 
     for name, c in record.items():
-        if isinstance(c, dict):
+        if isinstance(c, dict) and isinstance(c["value"], str):  # deeplab.train_on: the better stage's labels
+            lines.append(f"  {name:<27} {c['value']} ({c['configured']})   "
+                         f"pcam {pct(c['pcam_score'])}, refined {pct(c['refined_score'])}")
+        elif isinstance(c, dict):
             cover = f", covers {c['coverage']:.0f}% of its clicks" if c.get("coverage") is not None else ""
             lines.append(f"  {name:<27} {c['value']:.2f} ({c['configured']:.2f})   "
                          f"{pct(c['score'])} ({pct(c['configured_score'])}){cover}")

@@ -27,6 +27,9 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+DEEPLAB_LABELS = ("refined", "pcam", "best")
+
+
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     _check(value in choices, f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}.")
 
@@ -329,7 +332,15 @@ class DeepLabConfig:
             and ``min_steps`` are ignored): a budget that is the same for 20 images and for 2,000.
         click_override: Train on the pseudo labels with every click's disc set to the click's class (a
             pseudo label that contradicts a click is wrong by definition). Not in the paper, so off by default.
-        click_radius: Radius of that disc in pixels (0 = the clicked pixel only).
+        click_radius: Radius of that disc in pixels (0 = the clicked pixel only), for ``click_override`` and
+            ``click_weight``.
+        click_weight: Add this weight x a cross-entropy averaged over the clicked discs alone to the loss on
+            the pseudo labels (0 = the paper's loss). At 1 the few clicked pixels weigh as much as all pseudo
+            labels together, as in the point-only baseline's loss; not in the paper, so off by default.
+        train_on: The pseudo labels DeepLabv3+ learns from: 'refined' (the random walk's, the paper), 'pcam'
+            (the PCAM's CAM labels) or 'best': whichever of the two labels the held-out clicks of calibration
+            better (refined unless PCAM's score is higher by more than ``calibration.tolerance``; refined,
+            with a warning, when there are no held-out clicks).
     """
 
     backbone: str = "resnet50"
@@ -354,10 +365,14 @@ class DeepLabConfig:
     steps: int = 0
     click_override: bool = False
     click_radius: int = 2
+    click_weight: float = 0.0
+    train_on: str = "refined"
 
     def __post_init__(self) -> None:
         _check_encoder_name("deeplab.backbone", self.backbone)
+        _check_choice("deeplab.train_on", self.train_on, DEEPLAB_LABELS)
         _check_range("deeplab.click_radius", self.click_radius, 0, 1000)
+        _check_range("deeplab.click_weight", self.click_weight, 0.0, 1000.0)
         _check_weights("deeplab.weights", self.weights)
         _check_range("deeplab.lr", self.lr, 0.0, 10.0, lo_open=True)
         _check_range("deeplab.momentum", self.momentum, 0.0, 0.999)

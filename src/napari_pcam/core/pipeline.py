@@ -17,6 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
+from operator import methodcaller
 from pathlib import Path
 from typing import Any, Callable, Generator, Sequence
 
@@ -26,7 +27,7 @@ import torch
 from . import distributed
 from .calibration import CalibrationWarning, ClickSplit, choose_background, choose_mining, samples_at, split_clicks
 from .choices import check_encoders
-from .click_scores import click_scores, painted, stage_warnings
+from .click_scores import click_map, click_scores, painted, stage_warnings
 from .config import PipelineConfig, to_dict
 from .data.cams import CamMaps
 from .data.images import ImageStack
@@ -178,7 +179,7 @@ def run_pipeline(
     if split is not None:  # the CAM background and IRNet's mining thresholds, from the held-out clicks
         config = _calibrate_cams(data, config, folder, result, split)
     thr = config.cam_inference.bg_threshold
-    pcam_labels = LazySequence(result.cams, lambda c: c.labels(thr))
+    pcam_labels = LazySequence(result.cams, methodcaller("labels", thr))  # picklable, for loader workers
     yield from _check_clicks(folder, result, data.points, "pcam", pcam_labels)
     if data.masks is not None:
         _update_metrics(folder, result, "train", "pcam", evaluate(data.masks, pcam_labels, names))
@@ -221,8 +222,10 @@ def run_pipeline(
     if last < STAGES.index("deeplab"):
         return result
     deeplab = to_dict(config.deeplab)
-    k = fingerprint(k, {f: v for f, v in deeplab.items() if f not in DEEPLAB_INFERENCE})
-    segmenter = yield from _stage_deeplab(data, config, folder, result, k)
+    source = _deeplab_labels(config, folder, result, split)
+    k = fingerprint(k, {f: v for f, v in deeplab.items() if f not in DEEPLAB_INFERENCE}, source)
+    segmenter = yield from _stage_deeplab(data, config, folder, result, k,
+                                          pcam_labels if source == "pcam" else result.refined)
     # inference settings (tiling, test-time scales / flip) change the predictions, not the trained network
     result.segmenter = dataclasses.replace(segmenter, config=dataclasses.replace(
         segmenter.config, **{f: getattr(config.deeplab, f) for f in DEEPLAB_INFERENCE}))
@@ -475,7 +478,27 @@ def _stage_labels(stage: str, make_gen, images: ImageStack, folder: RunFolder, k
     return LazySequence(paths, read_tiff)  # read on access, from whichever rank wrote them
 
 
-def _stage_deeplab(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str):
+def _deeplab_labels(config: PipelineConfig, folder: RunFolder, result: RunResult, split: ClickSplit | None) -> str:
+    """Which pseudo labels DeepLabv3+ learns from, 'refined' or 'pcam' (``deeplab.train_on``); 'best' compares
+    the two stages' scores at the held-out clicks of calibration and records the choice beside the thresholds."""
+    wanted = config.deeplab.train_on
+    if wanted != "best":
+        return wanted
+    record = result.metrics.get("calibration", {})
+    pcam, refined = record.get("cam_inference.bg_threshold"), record.get("random_walk.bg_threshold")
+    if split is None or pcam is None or refined is None:
+        warnings.warn("deeplab.train_on='best' compares PCAM and refined labels at held-out clicks, and this run "
+                      "has none (calibration off or too few clicks, or instance mode): DeepLabv3+ learns from "
+                      "the refined labels.", CalibrationWarning, stacklevel=3)
+        return "refined"
+    chosen = "pcam" if pcam["score"] > refined["score"] + config.calibration.tolerance else "refined"
+    _record_calibration(folder, result, {"deeplab.train_on": {
+        "value": chosen, "configured": wanted, "pcam_score": pcam["score"], "refined_score": refined["score"]}})
+    return chosen
+
+
+def _stage_deeplab(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str,
+                   labels: Sequence[np.ndarray]):
     path = folder.path("models", "deeplab.pt")
     names = data.points.class_names
     if folder.is_done("deeplab", key) and path.is_file():
@@ -483,13 +506,16 @@ def _stage_deeplab(data: RunData, config: PipelineConfig, folder: RunFolder, res
         return load_segmenter(path, class_names=names, device=config.runtime.device)
     folder.forget("deeplab")
     start = time.perf_counter()
-    labels = result.refined
+    radius = config.deeplab.click_radius
     if config.deeplab.click_override:  # painted on access: VOC-sized label sets never sit in memory
-        labels = LazySequence(range(len(labels)), partial(painted, labels, data.points, config.deeplab.click_radius))
+        labels = LazySequence(range(len(labels)), partial(painted, labels, data.points, radius))
+    clicks = None
+    if config.deeplab.click_weight > 0:
+        clicks = LazySequence(range(len(labels)), partial(click_map, data.images.shapes, data.points, radius))
     trained = yield from train_deeplab(data.images, labels, len(names), config.deeplab,
                                        device=config.runtime.device, seed=config.runtime.seed,
                                        amp=config.runtime.amp, class_names=names,
-                                       num_workers=config.runtime.num_workers)
+                                       num_workers=config.runtime.num_workers, clicks=clicks)
     if distributed.is_main():
         save_segmenter(trained, path)
     folder.mark_done("deeplab", key, time.perf_counter() - start)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -147,24 +148,25 @@ def augment(
 
     Args:
         img: float32 C x H x W normalised image (0 after normalisation = the mean, used for padding).
-        lab: int64 H x W labels, 255 = ignore (used for padding).
+        lab: int64 H x W labels, 255 = ignore (used for padding), or L x H x W: several label maps of the
+            image (e.g. pseudo labels and the click map) that all follow the same transform.
 
     Returns:
-        float32 C x S x S and int64 S x S, S = ``config.crop_size``.
+        float32 C x S x S and int64 S x S (or L x S x S), S = ``config.crop_size``.
     """
     s = float(rng.uniform(*config.scale_range))
-    h, w = lab.shape
+    h, w = lab.shape[-2:]
     size = (max(1, round(h * s)), max(1, round(w * s)))
     img = F.interpolate(img[None], size=size, mode="bilinear", align_corners=False)[0]
-    lab = _resize_labels(lab, size)
+    lab = _resize_labels(lab, size) if lab.ndim == 2 else torch.stack([_resize_labels(m, size) for m in lab])
     crop = config.crop_size
     ph, pw = max(0, crop - size[0]), max(0, crop - size[1])
     if ph or pw:
         img = F.pad(img, (0, pw, 0, ph), value=0.0)
         lab = F.pad(lab, (0, pw, 0, ph), value=IGNORE)
-    y = int(rng.integers(0, lab.shape[0] - crop + 1))
-    x = int(rng.integers(0, lab.shape[1] - crop + 1))
-    img, lab = img[:, y : y + crop, x : x + crop], lab[y : y + crop, x : x + crop]
+    y = int(rng.integers(0, lab.shape[-2] - crop + 1))
+    x = int(rng.integers(0, lab.shape[-1] - crop + 1))
+    img, lab = img[:, y : y + crop, x : x + crop], lab[..., y : y + crop, x : x + crop]
     if config.flip and rng.random() < 0.5:
         img, lab = img.flip(-1), lab.flip(-1)
     return img, lab
@@ -184,6 +186,11 @@ def _label_tensor(lab: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(lab, dtype=np.int64))
 
 
+def _label_pair(labels: Sequence[np.ndarray], clicks: Sequence[np.ndarray], i: int) -> torch.Tensor:
+    """int64 2 x H x W: image ``i``'s labels and its click map (picklable through functools.partial)."""
+    return torch.stack([_label_tensor(labels[i]), _label_tensor(clicks[i])])
+
+
 def _optimizer(model: DeepLabV3Plus, config: DeepLabConfig) -> torch.optim.SGD:
     groups = [
         {"params": model.encoder_parameters(), "lr": config.lr},
@@ -195,12 +202,22 @@ def _optimizer(model: DeepLabV3Plus, config: DeepLabConfig) -> torch.optim.SGD:
     )
 
 
-def _loss(logits: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+def _mean_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the labelled pixels of the whole batch (0 when there are none)."""
+    return F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum") / (y != IGNORE).sum().clamp(min=1)
+
+
+def _loss(logits: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor], click_weight: float = 0.0
+          ) -> tuple[torch.Tensor, dict]:
     """Cross-entropy of float B x K x S x S logits against int64 B x S x S labels, averaged over the labelled
-    pixels of the whole batch (0 when there are none)."""
-    y = batch[1]
-    loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE, reduction="sum")
-    return loss / (y != IGNORE).sum().clamp(min=1), {}
+    pixels of the whole batch. With B x 2 x S x S labels (labels, click map), plus ``click_weight`` x the
+    cross-entropy averaged over the clicked pixels alone: the clicks then weigh as much as all other pixels
+    together at weight 1, however few they are (and nothing in a crop without clicks)."""
+    y, logits = batch[1], logits.float()
+    if y.ndim == 3:
+        return _mean_ce(logits, y), {}
+    labels, clicks = _mean_ce(logits, y[:, 0]), _mean_ce(logits, y[:, 1])
+    return labels + click_weight * clicks, {"label_loss": float(labels), "click_loss": float(clicks)}
 
 
 def _class_names(class_names: Sequence[str] | None, num_classes: int) -> tuple[str, ...]:
@@ -223,6 +240,7 @@ def train_deeplab(
     init_state: dict[str, torch.Tensor] | None = None,
     class_names: Sequence[str] | None = None,
     num_workers: int = 0,
+    clicks: Sequence[np.ndarray] | None = None,
 ) -> Generator[Progress, None, TrainedSegmenter]:
     """Train DeepLabv3+ on label maps; yields one :class:`Progress` per optimiser step.
 
@@ -230,6 +248,8 @@ def train_deeplab(
         images: Training images (``H x W x C`` each).
         labels: uint8 ``H x W`` per image: class ids 0..num_classes-1, 255 = ignore (dense pseudo labels,
             true masks, or sparse click maps from :func:`napari_pcam.core.baselines.points_to_sparse_labels`).
+        clicks: With ``config.click_weight`` > 0, a sparse click map per image (as ``labels``, 255 away from
+            the clicks) whose own cross-entropy is added with that weight; required then, refused otherwise.
         num_classes: Classes including background (K).
         config: Recipe; steps = ``config.steps`` if set, else max(ceil(epochs * N / batch), min_steps) with
             batch = max(batch_size, 2) (the ASPP image-pooling BatchNorm needs two crops per batch).
@@ -244,10 +264,16 @@ def train_deeplab(
         The trained network (eval mode) with its config, class names and per-step losses.
 
     Raises:
-        DataError: see :func:`check_labels`.
-        ConfigError: ``class_names`` does not have ``num_classes`` entries.
+        DataError: see :func:`check_labels` (for ``labels`` and ``clicks``).
+        ConfigError: ``class_names`` does not have ``num_classes`` entries, or ``clicks`` is missing with
+            ``config.click_weight`` > 0 (or given with 0).
     """
     check_labels(images, labels, num_classes)
+    if (clicks is not None) != (config.click_weight > 0):
+        why = "needs the click maps (clicks=...)." if clicks is None else "is 0, so the click maps would be unused."
+        raise ConfigError(f"deeplab.click_weight={config.click_weight} {why} Give both or neither.")
+    if clicks is not None:
+        check_labels(images, clicks, num_classes)
     names = _class_names(class_names, num_classes)
     dev = resolve_device(device) if isinstance(device, str) else device
     torch.manual_seed(seed)
@@ -259,14 +285,16 @@ def train_deeplab(
     model.to(dev)
     # Converted per crop, so that (lazily read) datasets like VOC train_aug never sit in memory as tensors.
     xs = LazySequence(images.images, image_to_tensor)
-    ys = LazySequence(labels, _label_tensor)
+    ys = (LazySequence(labels, _label_tensor) if clicks is None
+          else LazySequence(range(len(labels)), partial(_label_pair, labels, clicks)))
     batch = distributed.global_batch(config.batch_size, minimum_per_rank=2)  # ASPP pooling BN: 2 crops per rank
     total = planned_steps(config, math.ceil(config.epochs * len(xs) / batch))
     yield Progress(STAGE, 0, total, message=f"training DeepLabv3+ ({config.backbone}) for {total} steps")
     plan = shuffled_batches(len(xs), batch, total, rng)
     loader = crop_loader(_DeepLabCrop(xs, ys, config), plan, seed, num_workers=num_workers,
                          pin_memory=dev.type == "cuda", first_step=1)
-    losses = yield from fit(STAGE, model, _optimizer(model, config), loader, total, _loss, device=dev, amp=amp,
+    loss = _loss if clicks is None else partial(_loss, click_weight=config.click_weight)
+    losses = yield from fit(STAGE, model, _optimizer(model, config), loader, total, loss, device=dev, amp=amp,
                             lr_settings="deeplab.lr")
     return TrainedSegmenter(model, config, names, images.channels, losses)
 
