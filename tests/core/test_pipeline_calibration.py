@@ -195,3 +195,14 @@ def test_deeplab_can_learn_from_the_pcam_labels_and_best_without_held_out_clicks
     assert all(np.array_equal(a, b) for a, b in zip(seen["labels"], result.refined))
     with pytest.raises(ConfigError, match="deeplab.train_on='walk' is not valid"):
         dataclasses.replace(tiny_pipeline.deeplab, train_on="walk")
+
+
+def test_deeplab_can_learn_from_the_mined_confident_labels(run_data, tiny_pipeline, tmp_path, monkeypatch):
+    from napari_pcam.core.stages.affinity import mine_labels
+
+    seen = _spy_deeplab(monkeypatch)
+    config = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(tiny_pipeline.deeplab, train_on="mined"))
+    result = drain(run_pipeline(run_data, config, tmp_path / "run", until="deeplab"))
+    for lab, cams in zip(seen["labels"], result.cams):
+        assert np.array_equal(lab, mine_labels(cams, tiny_pipeline.affinity))
+    assert any((lab == 255).any() for lab in seen["labels"])  # what is not confident is ignored

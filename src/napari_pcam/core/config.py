@@ -27,7 +27,7 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-DEEPLAB_LABELS = ("refined", "pcam", "best")
+DEEPLAB_LABELS = ("refined", "pcam", "mined", "best")
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
@@ -338,9 +338,10 @@ class DeepLabConfig:
             the pseudo labels (0 = the paper's loss). At 1 the few clicked pixels weigh as much as all pseudo
             labels together, as in the point-only baseline's loss; not in the paper, so off by default.
         train_on: The pseudo labels DeepLabv3+ learns from: 'refined' (the random walk's, the paper), 'pcam'
-            (the PCAM's CAM labels) or 'best': whichever of the two labels the held-out clicks of calibration
-            better (refined unless PCAM's score is higher by more than ``calibration.tolerance``; refined,
-            with a warning, when there are no held-out clicks).
+            (the PCAM's CAM labels), 'mined' (PCAM's confident labels as IRNet mines them with the
+            ``affinity`` thresholds, the rest ignored) or 'best': whichever of 'refined' and 'pcam' labels
+            the held-out clicks of calibration better (refined unless PCAM's score is higher by more than
+            ``calibration.tolerance``; refined, with a warning, when there are no held-out clicks).
     """
 
     backbone: str = "resnet50"

@@ -39,6 +39,7 @@ from .errors import DataError
 from .io import atomic_write, atomic_write_text, write_tiff
 from .progress import Progress
 from .run_folder import RunFolder, fingerprint
+from .stages.affinity import mine_labels
 from .stages.cam import TrainedCam, train_cam
 from .stages.cam_inference import compute_cams
 from .stages.irn import TrainedIrn, load_irn, train_irn
@@ -224,8 +225,10 @@ def run_pipeline(
     deeplab = to_dict(config.deeplab)
     source = _deeplab_labels(config, folder, result, split)
     k = fingerprint(k, {f: v for f, v in deeplab.items() if f not in DEEPLAB_INFERENCE}, source)
-    segmenter = yield from _stage_deeplab(data, config, folder, result, k,
-                                          pcam_labels if source == "pcam" else result.refined)
+    labels = {"pcam": pcam_labels, "refined": result.refined,
+              "mined": LazySequence(range(len(data.images)),
+                                    partial(_mined, result.cams, data.images.images, config.affinity))}[source]
+    segmenter = yield from _stage_deeplab(data, config, folder, result, k, labels)
     # inference settings (tiling, test-time scales / flip) change the predictions, not the trained network
     result.segmenter = dataclasses.replace(segmenter, config=dataclasses.replace(
         segmenter.config, **{f: getattr(config.deeplab, f) for f in DEEPLAB_INFERENCE}))
@@ -476,6 +479,11 @@ def _stage_labels(stage: str, make_gen, images: ImageStack, folder: RunFolder, k
     distributed.barrier()  # every rank's labels are on disk
     folder.mark_done(stage, key, time.perf_counter() - start)
     return LazySequence(paths, read_tiff)  # read on access, from whichever rank wrote them
+
+
+def _mined(cams: Sequence[CamMaps], images: Sequence[np.ndarray], affinity, i: int) -> np.ndarray:
+    """Image ``i``'s confident PCAM labels as IRNet mines them (picklable through functools.partial)."""
+    return mine_labels(cams[i], affinity, images[i] if affinity.crf else None)
 
 
 def _deeplab_labels(config: PipelineConfig, folder: RunFolder, result: RunResult, split: ClickSplit | None) -> str:
