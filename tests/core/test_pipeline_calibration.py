@@ -206,3 +206,5 @@ def test_deeplab_can_learn_from_the_mined_confident_labels(run_data, tiny_pipeli
     for lab, cams in zip(seen["labels"], result.cams):
         assert np.array_equal(lab, mine_labels(cams, tiny_pipeline.affinity))
     assert any((lab == 255).any() for lab in seen["labels"])  # what is not confident is ignored
+    stem = run_data.images.names[0].rsplit(".", 1)[0]  # written once, read per crop
+    assert np.array_equal(tifffile.imread(tmp_path / "run" / "mined" / f"{stem}.tif"), seen["labels"][0])

@@ -224,10 +224,12 @@ def run_pipeline(
         return result
     deeplab = to_dict(config.deeplab)
     source = _deeplab_labels(config, folder, result, split)
+    if source == "mined":  # written once to mined/ (mining an image per crop would slow every step)
+        labels = yield from _stage_labels("mined", partial(_mine_images, data.images, result.cams, config.affinity),
+                                          data.images, folder, fingerprint(k, to_dict(config.affinity)))
+    else:
+        labels = pcam_labels if source == "pcam" else result.refined
     k = fingerprint(k, {f: v for f, v in deeplab.items() if f not in DEEPLAB_INFERENCE}, source)
-    labels = {"pcam": pcam_labels, "refined": result.refined,
-              "mined": LazySequence(range(len(data.images)),
-                                    partial(_mined, result.cams, data.images.images, config.affinity))}[source]
     segmenter = yield from _stage_deeplab(data, config, folder, result, k, labels)
     # inference settings (tiling, test-time scales / flip) change the predictions, not the trained network
     result.segmenter = dataclasses.replace(segmenter, config=dataclasses.replace(
@@ -481,9 +483,14 @@ def _stage_labels(stage: str, make_gen, images: ImageStack, folder: RunFolder, k
     return LazySequence(paths, read_tiff)  # read on access, from whichever rank wrote them
 
 
-def _mined(cams: Sequence[CamMaps], images: Sequence[np.ndarray], affinity, i: int) -> np.ndarray:
-    """Image ``i``'s confident PCAM labels as IRNet mines them (picklable through functools.partial)."""
-    return mine_labels(cams[i], affinity, images[i] if affinity.crf else None)
+def _mine_images(images: ImageStack, cams: Sequence[CamMaps], affinity, idx: Sequence[int]):
+    """Confident PCAM labels of the images ``idx`` as IRNet mines them (255 where not confident)."""
+    out = []
+    for j, i in enumerate(idx):
+        lab = mine_labels(cams[i], affinity, images.images[i] if affinity.crf else None)
+        out.append(lab)
+        yield Progress("mined", j + 1, len(idx), message=images.names[i], preview=lab)
+    return out
 
 
 def _deeplab_labels(config: PipelineConfig, folder: RunFolder, result: RunResult, split: ClickSplit | None) -> str:
