@@ -217,7 +217,7 @@ def _loss(logits: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor], click_
     if y.ndim == 3:
         return _mean_ce(logits, y), {}
     labels, clicks = _mean_ce(logits, y[:, 0]), _mean_ce(logits, y[:, 1])
-    return labels + click_weight * clicks, {"label_loss": labels.item(), "click_loss": clicks.item()}
+    return labels + click_weight * clicks, {"label_loss": labels.detach().item(), "click_loss": clicks.detach().item()}
 
 
 def _class_names(class_names: Sequence[str] | None, num_classes: int) -> tuple[str, ...]:
