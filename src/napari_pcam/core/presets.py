@@ -51,7 +51,9 @@ only DeepLabv3+ retrained; ``docs/benchmark_dsb2018_final_stage_variants.json``)
 held-out mIoU: mined + click weight 4 64.6 / 56.6, refined + 4 49.6 / 32.2, 'best' (PCAM's labels chosen at
 the held-out clicks in all three seeds) + 4 50.7 / 33.2; without the click weight (seed 0) refined 11.9 /
 9.8, PCAM's 23.2 / 18.2. The weight 4 is a constant, measured on this one set (seed 0: 1 gave 14.7 / 11.0
-on the refined labels, 16 gave 51.6 / 29.5 on PCAM's).
+on the refined labels, 16 gave 51.6 / 29.5 on PCAM's). On dubai (seed 0) the mined labels did worse than
+PCAM's dense ones (final 26.2 / 21.7 against 27.9 / 33.6; building and vegetation lost), so the choice rests
+on dsb2018's three seeds.
 
 ``smoke`` checks the machinery, not the method: resnet18 from random weights, 64 px crops, a few optimiser
 steps per stage and single-scale CAM inference, so that ``napari-pcam benchmark voc --preset smoke`` runs
