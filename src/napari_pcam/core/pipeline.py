@@ -39,7 +39,7 @@ from .errors import DataError
 from .io import atomic_write, atomic_write_text, write_tiff
 from .progress import Progress
 from .run_folder import RunFolder, fingerprint
-from .stages.affinity import mine_labels
+from .stages.affinity import mine_all
 from .stages.cam import TrainedCam, train_cam
 from .stages.cam_inference import compute_cams
 from .stages.irn import TrainedIrn, load_irn, train_irn
@@ -225,8 +225,8 @@ def run_pipeline(
     deeplab = to_dict(config.deeplab)
     source = _deeplab_labels(config, folder, result, split)
     if source == "mined":  # written once to mined/ (mining an image per crop would slow every step)
-        labels = yield from _stage_labels("mined", partial(_mine_images, data.images, result.cams, config.affinity),
-                                          data.images, folder, fingerprint(k, to_dict(config.affinity)))
+        mine = partial(_mine_images, data.images, result.cams, config.affinity, config.runtime.crf_workers)
+        labels = yield from _stage_labels("mined", mine, data.images, folder, fingerprint(k, to_dict(config.affinity)))
     else:
         labels = pcam_labels if source == "pcam" else result.refined
     k = fingerprint(k, {f: v for f, v in deeplab.items() if f not in DEEPLAB_INFERENCE}, source)
@@ -483,19 +483,21 @@ def _stage_labels(stage: str, make_gen, images: ImageStack, folder: RunFolder, k
     return LazySequence(paths, read_tiff)  # read on access, from whichever rank wrote them
 
 
-def _mine_images(images: ImageStack, cams: Sequence[CamMaps], affinity, idx: Sequence[int]):
-    """Confident PCAM labels of the images ``idx`` as IRNet mines them (255 where not confident)."""
+def _mine_images(images: ImageStack, cams: Sequence[CamMaps], affinity, workers: int, idx: Sequence[int]):
+    """Confident PCAM labels of the images ``idx`` as IRNet mines them (255 where not confident), with
+    IRNet's CRF in ``workers`` processes (``runtime.crf_workers``); an image is read only for the CRF."""
+    items = ((cams[i], images.images[i] if affinity.crf else None) for i in idx)
     out = []
-    for j, i in enumerate(idx):
-        lab = mine_labels(cams[i], affinity, images.images[i] if affinity.crf else None)
+    for j, (i, lab) in enumerate(zip(idx, mine_all(items, affinity, workers=workers))):
         out.append(lab)
         yield Progress("mined", j + 1, len(idx), message=images.names[i], preview=lab)
     return out
 
 
 def _deeplab_labels(config: PipelineConfig, folder: RunFolder, result: RunResult, split: ClickSplit | None) -> str:
-    """Which pseudo labels DeepLabv3+ learns from, 'refined' or 'pcam' (``deeplab.train_on``); 'best' compares
-    the two stages' scores at the held-out clicks of calibration and records the choice beside the thresholds."""
+    """Which pseudo labels DeepLabv3+ learns from, 'refined', 'pcam' or 'mined' (``deeplab.train_on``); 'best'
+    compares the refined and PCAM scores at the held-out clicks of calibration and records the choice beside
+    the thresholds."""
     wanted = config.deeplab.train_on
     if wanted != "best":
         return wanted
