@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_pcam.benchmarks.chain import ROWS, benchmark_chain, markdown
+from napari_pcam.benchmarks.chain import DEFAULT_ROWS, ROWS, benchmark_chain, markdown, run_row
 from napari_pcam.cli import main
 from napari_pcam.core.bundle import load_bundle
 from napari_pcam.core.pipeline import RunData, run_pipeline
@@ -75,7 +75,7 @@ def test_segment_with_a_foreign_folder_as_model(tmp_path, capsys):
 @pytest.mark.slow
 def test_chain_benchmark_rows(run_data, tmp_path, tiny_pipeline):
     rows = drain(benchmark_chain(run_data, tiny_pipeline, tmp_path))
-    assert [r["name"] for r in rows] == list(ROWS)
+    assert [r["name"] for r in rows] == list(DEFAULT_ROWS)
     for r in rows:
         assert 0 <= r["train_miou"] <= 100 and 0 <= r["val_miou"] <= 100
         assert r["seconds"] > 0 and r["peak_mb"] > 50
@@ -85,6 +85,13 @@ def test_chain_benchmark_rows(run_data, tmp_path, tiny_pipeline):
     table = markdown(rows)
     assert "| random forest |" in table and "final / fully supervised" in table
     assert "pcam chain by stage (train / val): pcam " in table
+
+
+def test_the_random_forest_crf_row_scores_the_forest_through_the_dense_crf(run_data, tmp_path, tiny_pipeline):
+    pytest.importorskip("pydensecrf.densecrf")
+    assert "random forest crf" in ROWS and "random forest crf" not in DEFAULT_ROWS  # asked for by --rows
+    row = run_row("random forest crf", run_data, tiny_pipeline, tmp_path)
+    assert row["name"] == "random forest crf" and 0 <= row["train_miou"] <= 100 and 0 <= row["val_miou"] <= 100
 
 
 def test_chain_benchmark_needs_masks(run_data, tmp_path, tiny_pipeline):

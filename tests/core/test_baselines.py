@@ -6,7 +6,7 @@ import pytest
 from napari_pcam.core.baselines import points_to_sparse_labels, random_forest_baseline
 from napari_pcam.core.data.points import PointAnnotations
 from napari_pcam.core.data.synthetic import make_synthetic
-from napari_pcam.core.errors import DataError
+from napari_pcam.core.errors import ConfigError, DataError
 
 
 def _points():
@@ -52,3 +52,33 @@ def test_random_forest_rejects_mismatched_channels(tiny):
     gray = make_synthetic(1, 32, seed=1, grayscale=True)
     with pytest.raises(DataError, match="channel"):
         random_forest_baseline(train.images, train.points, gray.images)
+
+
+def _transitions(label: np.ndarray) -> int:
+    return int(np.count_nonzero(np.diff(label, axis=0)) + np.count_nonzero(np.diff(label, axis=1)))
+
+
+def test_random_forest_with_the_crf_keeps_the_clicks_and_gives_smoother_labels():
+    pytest.importorskip("pydensecrf.densecrf")
+    train = make_synthetic(3, 48, seed=4)
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(img.astype(np.int16) + rng.normal(0, 40, img.shape), 0, 255).astype(np.uint8)
+             for img in train.images.images]
+    stack = type(train.images)(noisy, train.images.names)
+    plain = random_forest_baseline(stack, train.points, stack, seed=0, n_estimators=10)
+    smooth = random_forest_baseline(stack, train.points, stack, seed=0, n_estimators=10, crf=True)
+    assert [p.shape for p in smooth] == [p.shape for p in plain] and all(p.dtype == np.uint8 for p in smooth)
+    assert set(np.unique(np.concatenate([p.ravel() for p in smooth]))) <= set(np.unique(train.points.cls))
+    assert sum(map(_transitions, smooth)) < sum(map(_transitions, plain))
+    yx = np.rint(train.points.yx).astype(int)
+    hits = [smooth[i][y, x] == c for i, (y, x), c in zip(train.points.image, yx, train.points.cls)]
+    assert np.mean(hits) > 0.7
+
+
+def test_random_forest_crf_without_the_package_is_a_clear_error(tiny, monkeypatch):
+    import sys
+
+    train, other = tiny
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match="pip install pydensecrf2"):
+        random_forest_baseline(train.images, train.points, other.images, crf=True)

@@ -8,6 +8,8 @@ Rows (each run in a fresh subprocess so that its peak memory is its own):
   (Bearman et al., "What's the Point", ECCV 2016, without the objectness prior);
 * ``random forest``: a pixel classifier on scikit-image's multiscale features trained on the clicks
   (what ilastik / napari-convpaint users do);
+* ``random forest crf``: the same forest's class probabilities refined by the dense CRF (needs the ``crf``
+  extra), a stronger pixel classifier;
 * ``fully supervised deeplab``: DeepLabv3+ on the true masks (upper bound).
 
 mIoU in percent on the training images and on held-out images; wall seconds; peak resident memory of the
@@ -28,7 +30,9 @@ from ..core.metrics import evaluate
 from ..core.pipeline import RunData, run_pipeline
 from ..core.progress import drain
 
-ROWS = ("pcam chain", "cam chain", "point-only deeplab", "random forest", "fully supervised deeplab")
+ROWS = ("pcam chain", "cam chain", "point-only deeplab", "random forest", "random forest crf",
+        "fully supervised deeplab")
+DEFAULT_ROWS = ("pcam chain", "cam chain", "point-only deeplab", "random forest", "fully supervised deeplab")
 
 
 def _chain(data: RunData, config: PipelineConfig, out: Path, held_out_stages: bool = True) -> dict[str, Any]:
@@ -74,10 +78,11 @@ def _masks(data: RunData) -> list:
     return [np.asarray(m, np.uint8) for m in data.masks]
 
 
-def _random_forest(data: RunData, config: PipelineConfig) -> dict[str, Any]:
+def _random_forest(data: RunData, config: PipelineConfig, crf: bool = False) -> dict[str, Any]:
     from ..core.baselines import random_forest_baseline
 
-    return _score(data, lambda stack: random_forest_baseline(data.images, data.points, stack, seed=config.runtime.seed))
+    return _score(data, lambda stack: random_forest_baseline(data.images, data.points, stack,
+                                                             seed=config.runtime.seed, crf=crf))
 
 
 def run_row(name: str, data: RunData, config: PipelineConfig, work: Path,
@@ -94,6 +99,8 @@ def run_row(name: str, data: RunData, config: PipelineConfig, work: Path,
         row = _deeplab_on(_sparse, data, config)
     elif name == "random forest":
         row = _random_forest(data, config)
+    elif name == "random forest crf":
+        row = _random_forest(data, config, crf=True)
     elif name == "fully supervised deeplab":
         row = _deeplab_on(_masks, data, config)
     else:
@@ -110,7 +117,8 @@ def _child(name, data, config, work, held_out_stages, queue) -> None:
         queue.put({"name": name, "error": f"{exc.__class__.__name__}: {exc}"})
 
 
-def benchmark_chain(data: RunData, config: PipelineConfig, work: str | Path, rows=ROWS, held_out_stages: bool = True):
+def benchmark_chain(data: RunData, config: PipelineConfig, work: str | Path, rows=DEFAULT_ROWS,
+                    held_out_stages: bool = True):
     """Yield (row name, index, total) while running, return the list of row dicts (+ a summary)."""
     from ..core.errors import DataError
     from ..core.progress import Progress

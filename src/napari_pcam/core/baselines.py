@@ -2,7 +2,9 @@
 
 - A random-forest pixel classifier on multiscale filter features (Gaussian-smoothed intensity, gradient
   magnitude, Hessian eigenvalues: scikit-image's ``multiscale_basic_features``) trained on the clicked
-  pixels, which is what ilastik and napari-convpaint users do today.
+  pixels, which is what ilastik and napari-convpaint users do today. With ``crf`` its class probabilities
+  are refined by the dense CRF of :mod:`.crf` (DeepLab v1/v2's post-processing), a stronger pixel classifier
+  to compare the chain with.
 - Point-only DeepLabv3+ (Chen et al., ECCV 2018): a partial cross-entropy over the clicked pixels only, the
   point-supervision baseline of Bearman et al., "What's the Point: Semantic Segmentation with Point
   Supervision", ECCV 2016 (without its objectness prior). :func:`points_to_sparse_labels` makes the label
@@ -18,7 +20,7 @@ import numpy as np
 from skimage.feature import multiscale_basic_features
 
 from .click_scores import paint_clicks
-from .data.images import ImageStack, normalise_image
+from .data.images import ImageStack, normalise_image, to_rgb8
 from .data.points import PointAnnotations
 from .errors import DataError
 from .progress import Progress, drain
@@ -60,6 +62,7 @@ def random_forest_baseline(
     seed: int = 0,
     radius: int = 0,
     n_estimators: int = 100,
+    crf: bool = False,
 ) -> list[np.ndarray]:
     """Train a random forest on the clicked pixels' features and label every pixel of ``predict_images``.
 
@@ -70,15 +73,18 @@ def random_forest_baseline(
         seed: Seed of the forest.
         radius: Also use pixels within this distance of each click as training samples.
         n_estimators: Trees in the forest.
+        crf: Label each image by a dense CRF over the forest's class probabilities (needs ``pydensecrf2``,
+            the ``crf`` extra) instead of their argmax.
 
     Returns:
         uint8 H x W label map per image of ``predict_images`` (class ids as in ``points``).
 
     Raises:
         DataError: no point at all, or different channel counts between the two stacks.
+        ConfigError: ``crf`` without ``pydensecrf2`` installed.
     """
     return drain(random_forest_steps(train_images, points, predict_images, seed=seed, radius=radius,
-                                      n_estimators=n_estimators))
+                                      n_estimators=n_estimators, crf=crf))
 
 
 def random_forest_steps(
@@ -89,10 +95,15 @@ def random_forest_steps(
     seed: int = 0,
     radius: int = 0,
     n_estimators: int = 100,
+    crf: bool = False,
 ) -> Generator[Progress, None, list[np.ndarray]]:
     """:func:`random_forest_baseline` as a generator yielding one :class:`Progress` per image."""
     from sklearn.ensemble import RandomForestClassifier
 
+    from .crf import crf_probabilities, require_crf
+
+    if crf:
+        require_crf("crf")
     if len(points) == 0:
         raise DataError("the random-forest baseline needs at least one clicked point.")
     if train_images.channels != predict_images.channels:
@@ -110,10 +121,17 @@ def random_forest_steps(
         yield Progress("random_forest", i, total, message="features of " + train_images.names[i - 1])
     forest = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1)
     forest.fit(np.concatenate(xs), np.concatenate(ys))
+    num_classes = int(forest.classes_.max()) + 1
     preds = []
     for j, img in enumerate(predict_images.images, start=1):
         feats = pixel_features(img)
-        preds.append(forest.predict(feats.reshape(-1, feats.shape[-1])).reshape(img.shape[:2]).astype(np.uint8))
+        flat = feats.reshape(-1, feats.shape[-1])
+        if crf:
+            probs = np.zeros((num_classes,) + img.shape[:2], np.float32)  # classes without clicks: 0
+            probs[forest.classes_] = forest.predict_proba(flat).T.reshape(-1, *img.shape[:2])
+            preds.append(crf_probabilities(to_rgb8(np.asarray(img)), probs, "crf"))
+        else:
+            preds.append(forest.predict(flat).reshape(img.shape[:2]).astype(np.uint8))
         yield Progress("random_forest", len(train_images) + j, total, message=predict_images.names[j - 1])
     return preds
 
