@@ -67,9 +67,18 @@ def test_cpu_preset_is_pretrained_budgeted_in_steps_and_calibrated(monkeypatch):
     assert cfg.cam.weights == cfg.deeplab.weights == "imagenet" and cfg.irn.weights == "same"
     assert min(cfg.cam.steps, cfg.irn.steps, cfg.deeplab.steps) > 0  # budgets in steps, not epochs
     assert cfg.calibration.enabled and cfg.cam.background_map
+    assert cfg.affinity.crf and cfg.deeplab.crf  # the dense CRF in IRNet's mining and on the final labels
     paper = PipelineConfig()  # the paper's learning rates; alpha 1 (a short step budget, see the docstring)
     assert (cfg.cam.lr_backbone, cfg.cam.lr_classifier, cfg.cam.alpha) == (
         paper.cam.lr_backbone, paper.cam.lr_classifier, 1.0)
     assert (cfg.deeplab.lr, cfg.deeplab.weight_decay) == (paper.deeplab.lr, paper.deeplab.weight_decay)
     assert not PipelineConfig().calibration.enabled  # the paper preset keeps its fixed thresholds
     assert cfg == PipelineConfig.from_dict(cfg.to_dict())
+
+
+def test_cpu_preset_without_the_crf_package_warns_once_and_runs_without(monkeypatch):
+    monkeypatch.setattr("napari_pcam.core.stages.affinity.crf_available", lambda: False)
+    with pytest.warns(UserWarning, match="napari-pcam\\[crf\\]") as record:
+        cfg = presets.cpu_preset()
+    assert len(record) == 1 and "final labels" in str(record[0].message)
+    assert not cfg.affinity.crf and not cfg.deeplab.crf

@@ -28,4 +28,5 @@ def test_the_cpu_preset_is_offered_and_sets_its_fields(make_napari_viewer):
     widget.preset.value = "cpu"
     config = widget.config()
     assert config.calibration.enabled and config.cam.background_map and config.cam.steps == 200
+    assert config.deeplab.crf == config.affinity.crf  # both dense CRFs when pydensecrf2 is installed
     assert widget.main["calibration.enabled"].value is True
