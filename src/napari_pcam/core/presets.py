@@ -57,7 +57,8 @@ on dsb2018's three seeds. With ``pydensecrf2`` installed (the ``crf`` extra) the
 probabilities through the dense CRF (``deeplab.crf``, an inference-only setting), as is IRNet's mining:
 dsb2018 seed 0, one DeepLabv3+ training, final 62.9 / 35.9 without it and 72.4 / 40.1 with it
 (``docs/chain_final_crf_dsb2018_seed0.json``; on the sample, with the sample preset and seed 0, 81.5 / 80.5
-without it and 88.5 / 89.2 with it, ``docs/benchmark_chain_sample_crf.json``). Without the package the preset warns and predicts without it.
+without it and 88.5 / 89.2 with it, ``docs/benchmark_chain_sample_crf.json``). Without the package the
+preset warns and predicts without it.
 
 ``smoke`` checks the machinery, not the method: resnet18 from random weights, 64 px crops, a few optimiser
 steps per stage and single-scale CAM inference, so that ``napari-pcam benchmark voc --preset smoke`` runs
