@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from napari_pcam.cli.run import load_run_data
-from napari_pcam.core.baselines import IGNORE, pixel_features, points_to_sparse_labels
+from napari_pcam.core.baselines import IGNORE, forest_probabilities, pixel_features, points_to_sparse_labels
 from napari_pcam.core.config import PipelineConfig
 from napari_pcam.core.crf import crf_probabilities
 from napari_pcam.core.data.cams import CamMaps
@@ -116,9 +116,7 @@ def main() -> None:
             shape = img.shape[:2]
             for f in FORESTS:
                 feats = np.concatenate([hand, cam_features(img)], -1) if f.endswith("cams") else hand
-                prob = np.zeros((k, *shape), np.float32)
-                prob[forests[f].classes_] = forests[f].predict_proba(feats.reshape(-1, feats.shape[-1])).T.reshape(
-                    -1, *shape)
+                prob = forest_probabilities(forests[f], feats, k)
                 for out in OUTPUTS[f]:
                     if out == "argmax":
                         lab = prob.argmax(0)

@@ -54,6 +54,15 @@ def pixel_features(image: np.ndarray, *, sigma_max: float = 16.0) -> np.ndarray:
     return feats.astype(np.float32)
 
 
+def forest_probabilities(forest, feats: np.ndarray, num_classes: int) -> np.ndarray:
+    """float32 ``num_classes`` x H x W class probabilities of a fitted forest on ``H x W x F`` features; classes
+    the forest never saw (no clicks) are 0."""
+    shape = feats.shape[:2]
+    probs = np.zeros((num_classes, *shape), np.float32)
+    probs[forest.classes_] = forest.predict_proba(feats.reshape(-1, feats.shape[-1])).T.reshape(-1, *shape)
+    return probs
+
+
 def random_forest_baseline(
     train_images: ImageStack,
     points: PointAnnotations,
@@ -125,13 +134,11 @@ def random_forest_steps(
     preds = []
     for j, img in enumerate(predict_images.images, start=1):
         feats = pixel_features(img)
-        flat = feats.reshape(-1, feats.shape[-1])
         if crf:
-            probs = np.zeros((num_classes,) + img.shape[:2], np.float32)  # classes without clicks: 0
-            probs[forest.classes_] = forest.predict_proba(flat).T.reshape(-1, *img.shape[:2])
+            probs = forest_probabilities(forest, feats, num_classes)
             preds.append(crf_probabilities(to_rgb8(np.asarray(img)), probs, "crf"))
         else:
-            preds.append(forest.predict(flat).reshape(img.shape[:2]).astype(np.uint8))
+            preds.append(forest.predict(feats.reshape(-1, feats.shape[-1])).reshape(img.shape[:2]).astype(np.uint8))
         yield Progress("random_forest", len(train_images) + j, total, message=predict_images.names[j - 1])
     return preds
 
