@@ -136,3 +136,21 @@ def test_the_table_lists_each_chosen_threshold_with_its_click_scores():
     record["deeplab.train_on"] = {"value": "pcam", "configured": "best", "pcam_score": 84.16, "refined_score": 65.0}
     assert "pcam (best)   pcam 84.2, refined 65.0" in calibration_lines(record)[3]
     assert calibration_lines(None) == []
+
+
+def test_the_table_gives_the_final_crf_decision_with_its_click_scores():
+    from napari_pcam.cli.run import calibration_lines
+
+    crf = {"value": False, "configured": True, "crf_score": 32.24, "plain_score": 96.53,
+           "problems": ["deeplab.crf: click accuracy 32.2% is far below DeepLabv3+'s 96.5%."]}
+    want = ["final dense CRF (deeplab.crf_check): off; training click score 32.2 with it, 96.5 without",
+            "  deeplab.crf: click accuracy 32.2% is far below DeepLabv3+'s 96.5%."]
+    assert calibration_lines({"deeplab.crf": crf}) == want  # calibration off: the decision alone
+    fallback = calibration_lines({"held_out_clicks": 0, "fallback": "too few clicks", "deeplab.crf": crf})
+    assert fallback == ["calibration: too few clicks", *want]
+    record = {"held_out_clicks": 40, "training_clicks": 160, "deeplab.crf": dict(crf, value=True, problems=[]),
+              "cam_inference.bg_threshold": {"value": 0.45, "configured": 0.3, "score": 81.25,
+                                             "configured_score": 70.0}}
+    lines = calibration_lines(record)
+    assert len(lines) == 3 and "0.45 (0.30)" in lines[1] and lines[2].startswith(
+        "final dense CRF (deeplab.crf_check): on;")

@@ -222,3 +222,80 @@ def test_click_weight_hands_deeplab_the_click_maps_of_every_image(run_data, tmp_
         yx, cls = run_data.points.for_image(i)
         assert np.array_equal(clicked_labels(clicks, yx), cls)
         assert (clicks != 255).sum() <= len(cls)  # nothing but the clicked pixels
+
+
+def _run(run_data, config, out, **kwargs):
+    messages: dict[str, set] = {}
+    gen = run_pipeline(run_data, config, out, until="final", **kwargs)
+    while True:
+        try:
+            p = next(gen)
+            messages.setdefault(p.stage, set()).add(p.message)
+        except StopIteration as stop:
+            return stop.value, messages
+
+
+def _crf_check(config):
+    """``config`` with the CRF decided by the clicks, and a DeepLabv3+ that learns them (so that its own labels
+    score above chance there)."""
+    import dataclasses
+
+    return dataclasses.replace(config, deeplab=dataclasses.replace(
+        config.deeplab, crf=True, crf_check=True, steps=60, click_weight=4.0))
+
+
+def _labels(folder, stage, names):
+    from napari_pcam.core.pipeline import read_tiff
+
+    return [read_tiff(folder / stage / f"{n.rsplit('.', 1)[0]}.tif") for n in names]
+
+
+@pytest.mark.parametrize("crf_breaks_clicks", [False, True])
+def test_the_clicks_decide_whether_the_final_labels_go_through_the_crf(run_data, tmp_path, tiny_pipeline,
+                                                                       monkeypatch, crf_breaks_clicks):
+    from napari_pcam.core.click_scores import click_scores
+    from napari_pcam.core.crf import crf_available
+    from napari_pcam.core.stages import segmentation_inference
+    from napari_pcam.core.stages.segmentation_inference import predict_probabilities
+
+    if not crf_available():
+        pytest.skip("pydensecrf2 is not installed")
+    if crf_breaks_clicks:  # a CRF that relabels every pixel gets every click wrong
+        monkeypatch.setattr(segmentation_inference, "crf_probabilities", lambda rgb, probs, setting="": (
+            (probs.argmax(0) + 1) % probs.shape[0]).astype(np.uint8))
+    config = _crf_check(tiny_pipeline)
+    result, messages = _run(run_data, config, tmp_path)
+    decision = result.metrics["calibration"]["deeplab.crf"]
+    names = run_data.images.names
+    final = _labels(tmp_path, "final", names)
+    images = run_data.images.images
+    probs = [predict_probabilities(result.segmenter.model, img).numpy() for img in images]
+    plain = [p.argmax(0) for p in probs]
+    crf = [segmentation_inference.crf_probabilities(segmentation_inference.to_rgb8(img), p)
+           for img, p in zip(images, probs)]
+    assert decision["plain_score"] == click_scores(plain, run_data.points)["balanced"]
+    assert decision["crf_score"] == click_scores(crf, run_data.points)["balanced"]
+    assert decision["value"] == (not crf_breaks_clicks), decision
+    assert all(np.array_equal(a, b) for a, b in zip(final, crf if decision["value"] else plain))
+    assert result.segmenter.config.crf == decision["value"]  # the held-out images and the saved model follow it
+    assert load_bundle(result.bundle_path).segmenter.config.crf == decision["value"]
+    assert json.loads((tmp_path / "run.json").read_text())["calibration"]["deeplab.crf"] == decision
+    off = {m for m in messages.get("check", set()) if m.startswith("deeplab.crf: off")}
+    assert bool(off) == crf_breaks_clicks
+    if crf_breaks_clicks:
+        assert f"{decision['crf_score']:.1f}%" in off.pop()
+    # a rerun keeps the labels and the decision without predicting again
+    again, messages = _run(run_data, config, tmp_path)
+    assert messages["final"] == {"cached"}
+    assert again.metrics["calibration"]["deeplab.crf"] == decision and again.segmenter.config.crf == decision["value"]
+
+
+def test_crf_check_without_the_crf_predicts_as_before(finished, run_data, tmp_path, tiny_pipeline):
+    import dataclasses
+
+    config = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(tiny_pipeline.deeplab, crf_check=True))
+    result, _ = _run(run_data, config, tmp_path)
+    assert "deeplab.crf" not in result.metrics.get("calibration", {})
+    out, _, _ = finished
+    names = run_data.images.names
+    assert all(np.array_equal(a, b) for a, b in zip(_labels(tmp_path, "final", names), _labels(out, "final", names)))

@@ -68,6 +68,7 @@ def test_cpu_preset_is_pretrained_budgeted_in_steps_and_calibrated(monkeypatch):
     assert min(cfg.cam.steps, cfg.irn.steps, cfg.deeplab.steps) > 0  # budgets in steps, not epochs
     assert cfg.calibration.enabled and cfg.cam.background_map
     assert cfg.affinity.crf and cfg.deeplab.crf  # the dense CRF in IRNet's mining and on the final labels
+    assert cfg.deeplab.crf_check  # ... where the clicks keep it
     paper = PipelineConfig()  # the paper's learning rates; alpha 1 (a short step budget, see the docstring)
     assert (cfg.cam.lr_backbone, cfg.cam.lr_classifier, cfg.cam.alpha) == (
         paper.cam.lr_backbone, paper.cam.lr_classifier, 1.0)
@@ -81,4 +82,4 @@ def test_cpu_preset_without_the_crf_package_warns_once_and_runs_without(monkeypa
     with pytest.warns(UserWarning, match="napari-pcam\\[crf\\]") as record:
         cfg = presets.cpu_preset()
     assert len(record) == 1 and "final labels" in str(record[0].message)
-    assert not cfg.affinity.crf and not cfg.deeplab.crf
+    assert not cfg.affinity.crf and not cfg.deeplab.crf and not cfg.deeplab.crf_check

@@ -283,6 +283,29 @@ def test_crf_setting_refines_the_probabilities_in_or_out_of_worker_processes(tra
     assert all(np.array_equal(a, seg.predict(img)) for a, img in zip(plain, images))
 
 
+@pytest.mark.skipif(not crf_available(), reason="pydensecrf2 is not installed")
+def test_labels_with_and_without_the_crf_come_from_one_pass_in_or_out_of_workers(trained):
+    import dataclasses
+
+    from napari_pcam.core.stages.segmentation_inference import predict_many_with_and_without_crf
+
+    seg, _ = trained
+    torch.manual_seed(0)
+    model = build_deeplab(seg.config, num_classes=4, in_channels=3).eval()
+    images = make_synthetic(3, (48, 64), seed=8).images.images
+    probs = [predict_probabilities(model, img).numpy() for img in images]
+    expected = [(p.argmax(0), crf_probabilities(to_rgb8(img), p)) for img, p in zip(images, probs)]
+    assert any(not np.array_equal(a, b) for a, b in expected), "the CRF changes some pixels here"
+    config = dataclasses.replace(seg.config, crf=True)
+    for workers in (0, 1):
+        got = list(predict_many_with_and_without_crf(model, iter(images), config, crf_workers=workers))
+        assert len(got) == 3, workers
+        for (plain, crf), (want_plain, want_crf) in zip(got, expected):
+            assert plain.dtype == crf.dtype == np.uint8
+            np.testing.assert_array_equal(plain, want_plain)
+            np.testing.assert_array_equal(crf, want_crf)
+
+
 def test_empty_test_scales_are_a_config_error():
     with pytest.raises(ConfigError, match="test_scales"):
         DeepLabConfig(test_scales=())

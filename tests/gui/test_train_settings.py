@@ -29,4 +29,6 @@ def test_the_cpu_preset_is_offered_and_sets_its_fields(make_napari_viewer):
     config = widget.config()
     assert config.calibration.enabled and config.cam.background_map and config.cam.steps == 200
     assert config.deeplab.crf == config.affinity.crf  # both dense CRFs when pydensecrf2 is installed
+    assert config.deeplab.crf_check == config.deeplab.crf  # and the clicks decide on the final one
+    assert widget.advanced["deeplab.crf_check"].value is config.deeplab.crf_check
     assert widget.main["calibration.enabled"].value is True

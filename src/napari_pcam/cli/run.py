@@ -107,14 +107,23 @@ def calibration_lines(record: dict | None) -> list[str]:
     value's (accuracy for the background thresholds, precision of the mined labels for IRNet's)."""
     if not record:
         return []
-    if "fallback" in record:
-        return [f"calibration: {record['fallback']}"]
-    lines = [f"thresholds chosen at {record['held_out_clicks']} held-out clicks "
-             f"(configured value in brackets; held-out click score, %):"]
+
     def pct(v):
         return "-" if v is None else f"{v:.1f}"
 
+    crf = record.get("deeplab.crf")  # deeplab.crf_check, scored at the training clicks (also without calibration)
+    crf_line = [] if crf is None else [
+        f"final dense CRF (deeplab.crf_check): {'on' if crf['value'] else 'off'}; training click score "
+        f"{pct(crf['crf_score'])} with it, {pct(crf['plain_score'])} without", *(f"  {m}" for m in crf["problems"])]
+    if "fallback" in record:
+        return [f"calibration: {record['fallback']}", *crf_line]
+    if "held_out_clicks" not in record:
+        return crf_line
+    lines = [f"thresholds chosen at {record['held_out_clicks']} held-out clicks "
+             f"(configured value in brackets; held-out click score, %):"]
     for name, c in record.items():
+        if name == "deeplab.crf":
+            continue
         if isinstance(c, dict) and isinstance(c["value"], str):  # deeplab.train_on: the better stage's labels
             lines.append(f"  {name:<27} {c['value']} ({c['configured']})   "
                          f"pcam {pct(c['pcam_score'])}, refined {pct(c['refined_score'])}")
@@ -122,4 +131,4 @@ def calibration_lines(record: dict | None) -> list[str]:
             cover = f", covers {c['coverage']:.0f}% of its clicks" if c.get("coverage") is not None else ""
             lines.append(f"  {name:<27} {c['value']:.2f} ({c['configured']:.2f})   "
                          f"{pct(c['score'])} ({pct(c['configured_score'])}){cover}")
-    return lines
+    return lines + crf_line

@@ -74,6 +74,15 @@ def click_scores(labels: Iterable[np.ndarray], points: PointAnnotations) -> dict
     }
 
 
+def _degenerate(scores: dict) -> tuple[list[str], list[str], dict[str, float]]:
+    """(classes shown in some image, clicked classes shown in none, the others at under ``LOST`` % of
+    their clicks: name -> percent) of :func:`click_scores`."""
+    shown = [n for n, k in scores["present"].items() if k > 0]
+    lost = [n for n, v in scores["per_class"].items() if v is not None and scores["present"][n] == 0]
+    faint = {n: v for n, v in scores["per_class"].items() if v is not None and n not in lost and v < LOST}
+    return shown, lost, faint
+
+
 def stage_warnings(stage: str, scores: dict, previous: tuple[str, dict] | None = None) -> list[str]:
     """Messages for a degenerate stage (empty when it looks sound).
 
@@ -83,13 +92,11 @@ def stage_warnings(stage: str, scores: dict, previous: tuple[str, dict] | None =
         previous: (name, scores) of the stage it was made from, if any.
     """
     out = []
-    shown = [n for n, k in scores["present"].items() if k > 0]
+    shown, lost, faint = _degenerate(scores)
     if len(shown) == 1:
         out.append(f"{stage}: every image is labelled {shown[0]!r} only.")
-    lost = [n for n, v in scores["per_class"].items() if v is not None and scores["present"][n] == 0]
     if lost:
         out.append(f"{stage}: class(es) {', '.join(map(repr, lost))} have clicks but appear in no image.")
-    faint = {n: v for n, v in scores["per_class"].items() if v is not None and n not in lost and v < LOST}
     if faint:
         out.append(f"{stage}: class(es) {', '.join(f'{n!r} ({v:.1f}% of its clicks)' for n, v in faint.items())} "
                    "are almost lost.")
@@ -138,3 +145,33 @@ def painted(labels: Sequence[np.ndarray], points: PointAnnotations, radius: int,
     """Image ``i``'s labels with its clicks painted in (picklable through functools.partial, for lazy
     sequences read in data-loader workers)."""
     return paint_image_clicks(labels[i], *points.for_image(i), radius=radius)
+
+
+
+def choose_crf(plain: dict, crf: dict) -> dict:
+    """Whether the dense CRF's final labels are kept (``deeplab.crf_check``): unless they are degenerate by
+    :func:`stage_warnings`' measures where the network's own labels are not (a clicked class lost or almost
+    lost, one class everywhere, a click score more than ``DROP`` under the network's own).
+
+    The network learnt these clicks, so its own labels are favoured there and a CRF that improves the
+    labels between the clicks still tends to lose a point or two at them; only a collapse is a reliable
+    sign that the CRF does harm.
+
+    Args:
+        plain: :func:`click_scores` of the training images' labels without the CRF.
+        crf: Those of the same images' labels with it.
+
+    Returns:
+        The calibration record ``{"value": use the CRF, "configured": True, "crf_score", "plain_score",
+        "problems": the warnings that turned it off}``.
+    """
+    shown, lost, faint = _degenerate(plain)
+    problems = stage_warnings("deeplab.crf", crf, ("DeepLabv3+", plain))
+    if len(shown) == 1 or lost or faint:  # collapses the network's own labels share do not count against the CRF
+        now_shown, now_lost, now_faint = _degenerate(crf)
+        worse = (len(now_shown) == 1 and len(shown) > 1) or set(now_lost) - set(lost) or (
+            set(now_faint) - set(faint) - set(lost))
+        drop = [m for m in problems if "is far below" in m]
+        problems = drop if not worse else problems
+    return {"value": not problems, "configured": True, "crf_score": crf["balanced"],
+            "plain_score": plain["balanced"], "problems": problems}

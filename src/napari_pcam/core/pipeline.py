@@ -27,7 +27,7 @@ import torch
 from . import distributed
 from .calibration import CalibrationWarning, ClickSplit, choose_background, choose_mining, samples_at, split_clicks
 from .choices import check_encoders
-from .click_scores import click_map, click_scores, painted, stage_warnings
+from .click_scores import choose_crf, click_map, click_scores, painted, stage_warnings
 from .config import PipelineConfig, to_dict
 from .data.cams import CamMaps
 from .data.images import ImageStack
@@ -35,7 +35,7 @@ from .data.lazy import LazySequence, take
 from .data.points import PointAnnotations
 from .device import resolve_device
 from .distributed import evaluate
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .io import atomic_write, atomic_write_text, write_tiff
 from .progress import Progress
 from .run_folder import RunFolder, fingerprint
@@ -46,6 +46,7 @@ from .stages.irn import TrainedIrn, load_irn, train_irn
 from .stages.random_walk import normalised_scores, scores_to_labels
 from .stages.refine import refine_images, walk_images
 from .stages.segmentation import TrainedSegmenter, load_segmenter, save_segmenter, train_deeplab
+from .stages.segmentation_inference import predict_many_with_and_without_crf
 
 STAGES = ("pcam", "cams", "irn", "refined", "deeplab", "final")
 
@@ -461,7 +462,7 @@ def run_sharded(make_gen, n: int, stage: str | None = None) -> Generator[Progres
 
 
 # DeepLabConfig fields used only at inference: a change re-runs the predictions, not the training
-DEEPLAB_INFERENCE = ("tile_size", "tile_overlap", "batch_tiles", "test_scales", "test_flip", "crf")
+DEEPLAB_INFERENCE = ("tile_size", "tile_overlap", "batch_tiles", "test_scales", "test_flip", "crf", "crf_check")
 
 
 def _stage_labels(stage: str, make_gen, images: ImageStack, folder: RunFolder, key: str, sub: str | None = None):
@@ -555,11 +556,17 @@ def _stage_final(data: RunData, config: PipelineConfig, folder: RunFolder, resul
     from .bundle import save_bundle
 
     names = data.points.class_names
+    segmenter_crf = result.segmenter.config.crf
 
     def predict(images: ImageStack, stage: str):
         return lambda idx: predict_all(result.segmenter, images.subset(idx), config, stage)
 
-    result.final = yield from _stage_labels("final", predict(data.images, "final"), data.images, folder, key)
+    if config.deeplab.crf and config.deeplab.crf_check:  # the clicks decide whether the CRF is used
+        result.final = yield from _stage_final_crf_check(data, config, folder, result, key)
+        if result.segmenter.config.crf != segmenter_crf:
+            deeplab_file = None  # models/deeplab.pt holds the other CRF setting
+    else:
+        result.final = yield from _stage_labels("final", predict(data.images, "final"), data.images, folder, key)
     yield from _check_clicks(folder, result, data.points, "final", result.final)
     if data.masks is not None:
         _update_metrics(folder, result, "train", "final", evaluate(data.masks, result.final, names))
@@ -574,6 +581,44 @@ def _stage_final(data: RunData, config: PipelineConfig, folder: RunFolder, resul
                     irn_path=models / "irn.pt", config=config, pcam_path=models / "pcam.pt",
                     deeplab_path=deeplab_file)
         folder.mark_done("bundle", key, 0.0)
+
+
+def _stage_final_crf_check(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str):
+    """The final labels of the training images for ``deeplab.crf_check``: labelled with and without the dense
+    CRF, scored at the clicks (:func:`~.click_scores.choose_crf`), the chosen ones written to ``final/``; the
+    decision goes into the calibration record and into ``result.segmenter``'s config (so the held-out images
+    and the saved model use it). Cached with the labels (the manifest's ``crf_check`` entry)."""
+    if distributed.info().enabled:
+        raise ConfigError("deeplab.crf_check scores every training image's clicks in one process; run without "
+                          "torchrun, or set deeplab.crf_check to false.")
+    entry = folder.manifest["stages"].get("crf_check", {})
+    if entry.get("key") != key:
+        folder.forget("final")  # the labels on disk are not those of a decision made with these settings
+    chosen: dict = {}
+
+    def make_gen(idx: Sequence[int]):
+        pairs = []
+        both = predict_many_with_and_without_crf(
+            result.segmenter.model, (data.images.images[i] for i in idx), result.segmenter.config,
+            device=config.runtime.device, amp=config.runtime.amp, crf_workers=config.runtime.crf_workers)
+        for j, pair in enumerate(both):
+            pairs.append(pair)
+            yield Progress("final", j + 1, len(idx), message=data.images.names[idx[j]], preview=pair[1])
+        plain, crf = [p for p, _ in pairs], [c for _, c in pairs]
+        chosen.update(choose_crf(click_scores(plain, data.points), click_scores(crf, data.points)))
+        return crf if chosen["value"] else plain
+
+    labels = yield from _stage_labels("final", make_gen, data.images, folder, key)
+    if chosen:
+        folder.mark_done("crf_check", key, 0.0, decision=chosen)
+    decision = chosen or folder.manifest["stages"]["crf_check"]["decision"]
+    _record_calibration(folder, result, {"deeplab.crf": decision})
+    if not decision["value"]:
+        yield Progress("check", 1, 1, message=(
+            f"deeplab.crf: off, the final labels are DeepLabv3+'s own: {' '.join(decision['problems'])}"))
+    result.segmenter = dataclasses.replace(result.segmenter, config=dataclasses.replace(
+        result.segmenter.config, crf=decision["value"]))
+    return labels
 
 
 def _check_clicks(folder: RunFolder, result: RunResult, points: PointAnnotations, stage: str, labels: Sequence):

@@ -55,6 +55,7 @@ ADVANCED_FIELDS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("deeplab", "crop_size", "DeepLab crop size", _CROP),
     ("deeplab", "batch_size", "DeepLab batch size", {"min": 1, "max": 4096}),
     ("deeplab", "crf", "dense CRF on final labels", {}),
+    ("deeplab", "crf_check", "keep that CRF only if it keeps the clicks", {}),
     ("runtime", "seed", "seed", {"min": 0, "max": 2**31 - 1}),
     ("runtime", "amp", "mixed precision (CUDA)", {}),
     ("runtime", "num_workers", "data loader processes", {"min": 0, "max": 64}),

@@ -6,6 +6,7 @@ Chen et al., ECCV 2018) and an optional dense CRF (:mod:`napari_pcam.core.crf`).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -46,6 +47,29 @@ def predict_many(
     require_crf("deeplab.crf")
     jobs = (_crf_job(model, image, device=device, amp=amp, **settings) for image in images)
     yield from crf_map(crf_probabilities, jobs, crf_workers)
+
+
+def predict_many_with_and_without_crf(
+    model: nn.Module, images: Iterable[np.ndarray], config: DeepLabConfig, *, device: str | torch.device = "cpu",
+    amp: bool = True, crf_workers: int = 0,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(labels without the CRF, labels with it)`` of every image, in order, from one pass of the network
+    per image (the argmax of the class probabilities the CRF refines); the CRF in ``crf_workers`` processes
+    as in :func:`predict_many`. For ``deeplab.crf_check``: which of the two the clicks prefer."""
+    require_crf("deeplab.crf")
+    settings = inference_settings(config)
+    plain: deque[np.ndarray] = deque()
+
+    def jobs():
+        for image in images:
+            job = _crf_job(model, image, device=device, amp=amp, **settings)
+            plain.append(job[1].argmax(0).astype(np.uint8))
+            yield job
+
+    refined = (crf_probabilities(*job) for job in jobs()) if crf_workers <= 0 else crf_map(
+        crf_probabilities, jobs(), crf_workers)
+    for labels in refined:  # a job is made (and its plain labels queued) before its CRF labels come back
+        yield plain.popleft(), labels
 
 
 @torch.no_grad()
