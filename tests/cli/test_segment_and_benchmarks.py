@@ -94,6 +94,18 @@ def test_the_random_forest_crf_row_scores_the_forest_through_the_dense_crf(run_d
     assert row["name"] == "random forest crf" and 0 <= row["train_miou"] <= 100 and 0 <= row["val_miou"] <= 100
 
 
+@pytest.mark.parametrize("name", ["fully supervised deeplab", "point-only deeplab"])
+def test_the_deeplab_baselines_run_with_the_chains_click_terms_configured(run_data, tmp_path, tiny_pipeline, name):
+    import dataclasses
+
+    # the cpu preset's click_weight / click_override are the chain's: its baselines train on their own labels
+    config = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(
+        tiny_pipeline.deeplab, click_weight=4.0, click_override=True))
+    row = run_row(name, run_data, config, tmp_path)
+    assert "error" not in row, row.get("error")
+    assert row["name"] == name and 0 <= row["train_miou"] <= 100 and 0 <= row["val_miou"] <= 100
+
+
 def test_chain_benchmark_needs_masks(run_data, tmp_path, tiny_pipeline):
     from napari_pcam.core.errors import DataError
 

@@ -50,10 +50,14 @@ def _chain(data: RunData, config: PipelineConfig, out: Path, held_out_stages: bo
 
 
 def _deeplab_on(labels_fn: Callable[[RunData], list], data: RunData, config: PipelineConfig) -> dict[str, Any]:
+    """DeepLabv3+ with ``config.deeplab`` trained on ``labels_fn(data)`` (the clicks alone, or the true masks),
+    without the chain's extra click terms (``click_weight``, ``click_override``: these labels are not pseudo
+    labels for the clicks to correct); predictions with the configured inference settings (the CRF too)."""
     from ..core.stages.segmentation import train_deeplab
 
     names = data.points.class_names
-    seg = drain(train_deeplab(data.images, labels_fn(data), len(names), config.deeplab, device=config.runtime.device,
+    deeplab = dataclasses.replace(config.deeplab, click_weight=0.0, click_override=False)
+    seg = drain(train_deeplab(data.images, labels_fn(data), len(names), deeplab, device=config.runtime.device,
                               seed=config.runtime.seed, amp=config.runtime.amp, class_names=names))
     return _score(data, lambda stack: [seg.predict(img, device=config.runtime.device) for img in stack.images])
 
