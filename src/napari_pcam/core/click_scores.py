@@ -100,11 +100,16 @@ def stage_warnings(stage: str, scores: dict, previous: tuple[str, dict] | None =
     if faint:
         out.append(f"{stage}: class(es) {', '.join(f'{n!r} ({v:.1f}% of its clicks)' for n, v in faint.items())} "
                    "are almost lost.")
-    if previous is not None and previous[1]["balanced"] is not None and scores["balanced"] is not None:
-        before, now = previous[1]["balanced"], scores["balanced"]
-        if now < before - 100 * DROP:
-            out.append(f"{stage}: click accuracy {now:.1f}% is far below {previous[0]}'s {before:.1f}%.")
-    return out
+    fall = None if previous is None else _fall(stage, scores, previous)
+    return out + ([fall] if fall else [])
+
+
+def _fall(stage: str, scores: dict, previous: tuple[str, dict]) -> str | None:
+    """The message for a click score more than ``DROP`` under the previous stage's (None when it is not)."""
+    before, now = previous[1]["balanced"], scores["balanced"]
+    if before is None or now is None or now >= before - 100 * DROP:
+        return None
+    return f"{stage}: click accuracy {now:.1f}% is far below {previous[0]}'s {before:.1f}%."
 
 
 def paint_clicks(labels: Sequence[np.ndarray], points: PointAnnotations, *, radius: int = 0) -> list[np.ndarray]:
@@ -147,7 +152,6 @@ def painted(labels: Sequence[np.ndarray], points: PointAnnotations, radius: int,
     return paint_image_clicks(labels[i], *points.for_image(i), radius=radius)
 
 
-
 def choose_crf(plain: dict, crf: dict) -> dict:
     """Whether the dense CRF's final labels are kept (``deeplab.crf_check``): unless they are degenerate by
     :func:`stage_warnings`' measures where the network's own labels are not (a clicked class lost or almost
@@ -165,13 +169,15 @@ def choose_crf(plain: dict, crf: dict) -> dict:
         The calibration record ``{"value": use the CRF, "configured": True, "crf_score", "plain_score",
         "problems": the warnings that turned it off}``.
     """
-    shown, lost, faint = _degenerate(plain)
-    problems = stage_warnings("deeplab.crf", crf, ("DeepLabv3+", plain))
-    if len(shown) == 1 or lost or faint:  # collapses the network's own labels share do not count against the CRF
-        now_shown, now_lost, now_faint = _degenerate(crf)
-        worse = (len(now_shown) == 1 and len(shown) > 1) or set(now_lost) - set(lost) or (
-            set(now_faint) - set(faint) - set(lost))
-        drop = [m for m in problems if "is far below" in m]
-        problems = drop if not worse else problems
+    previous = ("DeepLabv3+", plain)
+    (shown, lost, faint), (now_shown, now_lost, now_faint) = _degenerate(plain), _degenerate(crf)
+    # collapses the network's own labels share do not count against the CRF
+    worse = (len(now_shown) == 1 and len(shown) != 1) or set(now_lost) - set(lost) or (
+        set(now_faint) - set(faint) - set(lost))
+    if worse:
+        problems = stage_warnings("deeplab.crf", crf, previous)
+    else:
+        fall = _fall("deeplab.crf", crf, previous)
+        problems = [fall] if fall else []
     return {"value": not problems, "configured": True, "crf_score": crf["balanced"],
             "plain_score": plain["balanced"], "problems": problems}
