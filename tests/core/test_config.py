@@ -62,3 +62,11 @@ def test_bad_toml_is_a_config_error(tmp_path):
     path.write_text("[cam\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(path)
+
+
+def test_deeplab_head_norm_defaults_to_the_papers_batchnorm_and_names_the_choices():
+    from napari_pcam.core.config import DeepLabConfig
+
+    assert DeepLabConfig().head_norm == "batch"
+    with pytest.raises(ConfigError, match=r"deeplab\.head_norm='instance' is not valid; choose one of 'batch'"):
+        DeepLabConfig(head_norm="instance")

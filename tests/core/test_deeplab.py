@@ -60,3 +60,41 @@ def test_untrained_model_starts_near_uniform_class_scores():
     logits = model(torch.randn(2, 3, 64, 64))
     loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 4, (2, 64, 64)))
     assert loss.item() < 1.5 * torch.log(torch.tensor(4.0)).item()
+
+
+def test_group_head_norm_has_no_batchnorm_outside_the_encoder_and_trains_on_single_crops():
+    torch.manual_seed(0)
+    model = DeepLabV3Plus(backbone="resnet18", weights="none", num_classes=3, head_norm="group").train()
+    head = [*model.aspp.modules(), *model.decoder.modules()]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in head)
+    groups = {m.num_channels: m.num_groups for m in head if isinstance(m, torch.nn.GroupNorm)}
+    assert groups == {256: 32, 48: 24}
+    out = model(torch.randn(1, 3, 48, 48))  # BatchNorm's image-pooling branch would refuse a batch of 1
+    out.mean().backward()
+    assert model.decoder.classifier.weight.grad is not None
+
+
+def test_group_head_norm_gives_the_same_scores_in_training_and_eval_mode_without_encoder_batchnorm():
+    # GroupNorm has no running statistics: with the encoder's BatchNorm frozen (and ASPP's dropout off) the
+    # two modes agree exactly, while BatchNorm's batch statistics make them differ.
+    torch.manual_seed(0)
+    model = DeepLabV3Plus(backbone="resnet18", weights="none", num_classes=3, head_norm="group", freeze_bn=True)
+    x = torch.randn(2, 3, 48, 48)
+
+    def both_modes(net):
+        for m in net.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        with torch.no_grad():
+            return net.train()(x), net.eval()(x)
+
+    torch.testing.assert_close(*both_modes(model))
+    torch.manual_seed(0)
+    batchnorm = DeepLabV3Plus(backbone="resnet18", weights="none", num_classes=3, head_norm="batch", freeze_bn=True)
+    train_out, eval_out = both_modes(batchnorm)
+    assert not torch.allclose(train_out, eval_out, atol=1e-3)
+
+
+def test_unknown_head_norm_is_an_error_naming_the_choices():
+    with pytest.raises(ValueError, match="'batch', 'group'"):
+        DeepLabV3Plus(backbone="resnet18", weights="none", num_classes=2, head_norm="layer")

@@ -315,6 +315,10 @@ class DeepLabConfig:
         scale_range: Random rescale range.
         flip: Random horizontal flips during training.
         head_lr_mult: Learning-rate factor of the new ASPP and decoder layers (1 = the paper's single lr).
+        head_norm: Normalisation of the new ASPP and decoder layers: 'batch' (BatchNorm, the paper's, with its
+            batches of 16 crops) or 'group' (GroupNorm, independent of the batch: for the few small crops of a CPU
+            budget, where BatchNorm's training statistics do not match inference; see
+            :mod:`napari_pcam.core.models.deeplab`).
         freeze_bn: Keep the encoder's BatchNorm fixed (ImageNet statistics) instead of fine-tuning it as
             DeepLab does (False; needs batches of several crops). Only allowed with pretrained weights.
         tile_size: Sliding-window size for inference on large images.
@@ -363,6 +367,7 @@ class DeepLabConfig:
     scale_range: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
     head_lr_mult: float = 1.0
+    head_norm: Literal["batch", "group"] = "batch"
     freeze_bn: bool = False
     tile_size: int = 1024
     tile_overlap: int = 256
@@ -381,6 +386,7 @@ class DeepLabConfig:
     def __post_init__(self) -> None:
         _check_encoder_name("deeplab.backbone", self.backbone)
         _check_choice("deeplab.train_on", self.train_on, DEEPLAB_LABELS)
+        _check_choice("deeplab.head_norm", self.head_norm, ("batch", "group"))
         _check_range("deeplab.click_radius", self.click_radius, 0, 1000)
         _check_range("deeplab.click_weight", self.click_weight, 0.0, 1000.0)
         _check_weights("deeplab.weights", self.weights)

@@ -97,7 +97,7 @@ def build_deeplab(
     """Map a :class:`DeepLabConfig` to the network (``weights`` overrides ``config.weights``)."""
     return DeepLabV3Plus(
         backbone=config.backbone, weights=config.weights if weights is None else weights,
-        in_channels=in_channels, num_classes=num_classes, freeze_bn=config.freeze_bn,
+        in_channels=in_channels, num_classes=num_classes, freeze_bn=config.freeze_bn, head_norm=config.head_norm,
     )
 
 
