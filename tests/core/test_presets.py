@@ -69,6 +69,9 @@ def test_cpu_preset_is_pretrained_budgeted_in_steps_and_calibrated(monkeypatch):
     assert cfg.calibration.enabled and cfg.cam.background_map
     assert cfg.affinity.crf and cfg.deeplab.crf  # the dense CRF in IRNet's mining and on the final labels
     assert cfg.deeplab.crf_check  # ... where the clicks keep it
+    assert cfg.deeplab.head_norm == "group"  # batches of 6 crops: BatchNorm's statistics would not carry over
+    # inference sees about the context of training: tiles of twice the crop (ASPP pools over the whole input)
+    assert (cfg.deeplab.tile_size, cfg.deeplab.tile_overlap) == (2 * cfg.deeplab.crop_size, cfg.deeplab.crop_size // 2)
     paper = PipelineConfig()  # the paper's learning rates; alpha 1 (a short step budget, see the docstring)
     assert (cfg.cam.lr_backbone, cfg.cam.lr_classifier, cfg.cam.alpha) == (
         paper.cam.lr_backbone, paper.cam.lr_classifier, 1.0)

@@ -309,3 +309,48 @@ def test_labels_with_and_without_the_crf_come_from_one_pass_in_or_out_of_workers
 def test_empty_test_scales_are_a_config_error():
     with pytest.raises(ConfigError, match="test_scales"):
         DeepLabConfig(test_scales=())
+
+
+def test_crf_loss_is_added_with_its_weight_on_the_unpadded_pixels():
+    from napari_pcam.core.crf_loss import gated_crf_loss, image_from_tensor
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 16, 16)
+    x = torch.randn(2, 3, 16, 16)
+    labels = torch.randint(0, 3, (2, 16, 16))
+    valid = torch.ones_like(labels)
+    valid[1, :, 10:] = 255  # padding of the second crop
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    crf = gated_crf_loss(logits, image_from_tensor(x), valid != 255)
+    total, metrics = _loss(logits, (x, torch.stack([labels, valid], 1)), crf_weight=0.5)
+    assert torch.allclose(total, ce + 0.5 * crf)
+    assert metrics["crf_loss"] == pytest.approx(float(crf), rel=1e-5)
+    assert crf.item() != pytest.approx(gated_crf_loss(logits, image_from_tensor(x)).item())
+    clicks = torch.full_like(labels, 255)
+    clicks[0, 3, 3] = 1
+    total, metrics = _loss(logits, (x, torch.stack([labels, clicks, valid], 1)), click_weight=2.0, crf_weight=0.5)
+    click_ce = torch.nn.functional.cross_entropy(logits, clicks, ignore_index=255)
+    assert torch.allclose(total, ce + 2.0 * click_ce + 0.5 * crf)
+    assert set(metrics) == {"label_loss", "click_loss", "crf_loss"}
+
+
+def test_crf_loss_trains_with_and_without_click_maps(data):
+    clicks = [np.full(m.shape, 255, np.uint8) for m in data.masks]
+    for lab, mask in zip(clicks, data.masks):
+        lab[5, 7], lab[30, 20] = mask[5, 7], mask[30, 20]
+    cfg = DeepLabConfig(**{**TINY.__dict__, "min_steps": 2, "scale_range": (0.5, 1.5), "crf_loss": 0.1})
+    records = []
+    gen = train_deeplab(data.images, clicks, 4, cfg, device="cpu", seed=1)  # point-only + CRF loss
+    while True:
+        try:
+            records.append(next(gen))
+        except StopIteration as stop:
+            seg = stop.value
+            break
+    assert len(seg.losses) == 2 and all(np.isfinite(seg.losses))
+    assert all("crf_loss" in r.metrics for r in records if r.step > 0)
+    both = DeepLabConfig(**{**cfg.__dict__, "click_weight": 1.0})
+    seg = drain(train_deeplab(data.images, data.masks, 4, both, device="cpu", seed=1, clicks=clicks))
+    assert len(seg.losses) == 2 and all(np.isfinite(seg.losses))
+    with pytest.raises(ConfigError, match="deeplab.crf_loss"):
+        DeepLabConfig(crf_loss=-0.1)

@@ -349,6 +349,10 @@ class DeepLabConfig:
         click_weight: Add this weight x a cross-entropy averaged over the clicked discs alone to the loss on
             the pseudo labels (0 = the paper's loss). At 1 the few clicked pixels weigh as much as all pseudo
             labels together, as in the point-only baseline's loss; not in the paper, so off by default.
+        crf_loss: Add this weight x the gated CRF loss of the network's scores on each training crop
+            (Obukhov et al. 2019, a local form of Tang et al.'s dense CRF loss, ECCV 2018;
+            :mod:`napari_pcam.core.crf_loss`): neighbours of similar colour should share a label, so labels
+            spread from the clicks and confident pseudo labels up to colour edges. 0 = the paper's loss.
         train_on: The pseudo labels DeepLabv3+ learns from: 'refined' (the random walk's, the paper), 'pcam'
             (the PCAM's CAM labels), 'mined' (PCAM's confident labels as IRNet mines them with the
             ``affinity`` thresholds, the rest ignored) or 'best': whichever of 'refined' and 'pcam' labels
@@ -381,6 +385,7 @@ class DeepLabConfig:
     click_override: bool = False
     click_radius: int = 2
     click_weight: float = 0.0
+    crf_loss: float = 0.0
     train_on: str = "refined"
 
     def __post_init__(self) -> None:
@@ -389,6 +394,7 @@ class DeepLabConfig:
         _check_choice("deeplab.head_norm", self.head_norm, ("batch", "group"))
         _check_range("deeplab.click_radius", self.click_radius, 0, 1000)
         _check_range("deeplab.click_weight", self.click_weight, 0.0, 1000.0)
+        _check_range("deeplab.crf_loss", self.crf_loss, 0.0, 1000.0)
         _check_weights("deeplab.weights", self.weights)
         _check_range("deeplab.lr", self.lr, 0.0, 10.0, lo_open=True)
         _check_range("deeplab.momentum", self.momentum, 0.0, 0.999)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from .. import distributed
 from ..config import DeepLabConfig, from_dict
+from ..crf_loss import gated_crf_loss, image_from_tensor
 from ..data.crops import crop_loader
 from ..data.images import ImageStack, image_to_tensor
 from ..data.lazy import LazySequence
@@ -186,9 +187,16 @@ def _label_tensor(lab: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(lab, dtype=np.int64))
 
 
-def _label_pair(labels: Sequence[np.ndarray], clicks: Sequence[np.ndarray], i: int) -> torch.Tensor:
-    """int64 2 x H x W: image ``i``'s labels and its click map (picklable through functools.partial)."""
-    return torch.stack([_label_tensor(labels[i]), _label_tensor(clicks[i])])
+def _label_stack(labels: Sequence[np.ndarray], clicks: Sequence[np.ndarray] | None, valid: bool, i: int
+                 ) -> torch.Tensor:
+    """int64 L x H x W: image ``i``'s labels, its click map (when ``clicks`` is given) and, with ``valid``, a map
+    of 1s that the augmentation's padding turns into 255 (where the CRF loss has no pixels); picklable through
+    functools.partial."""
+    lab = _label_tensor(labels[i])
+    maps = [lab] + ([_label_tensor(clicks[i])] if clicks is not None else [])
+    if valid:
+        maps.append(torch.ones_like(lab))
+    return torch.stack(maps)
 
 
 def _optimizer(model: DeepLabV3Plus, config: DeepLabConfig) -> torch.optim.SGD:
@@ -207,17 +215,28 @@ def _mean_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum") / (y != IGNORE).sum().clamp(min=1)
 
 
-def _loss(logits: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor], click_weight: float = 0.0
-          ) -> tuple[torch.Tensor, dict]:
+def _loss(logits: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor], click_weight: float = 0.0,
+          crf_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Cross-entropy of float B x K x S x S logits against int64 B x S x S labels, averaged over the labelled
-    pixels of the whole batch. With B x 2 x S x S labels (labels, click map), plus ``click_weight`` x the
-    cross-entropy averaged over the clicked pixels alone: the clicks then weigh as much as all other pixels
-    together at weight 1, however few they are (and nothing in a crop without clicks)."""
+    pixels of the whole batch. With B x L x S x S label maps (labels, then the click map when ``click_weight``
+    > 0, then the valid map when ``crf_weight`` > 0), plus ``click_weight`` x the cross-entropy averaged over the
+    clicked pixels alone (the clicks then weigh as much as all other pixels together at weight 1, however few
+    they are, and nothing in a crop without clicks), plus ``crf_weight`` x the gated CRF loss of the network's
+    scores on the crops (:func:`~napari_pcam.core.crf_loss.gated_crf_loss`, padding excluded)."""
     y, logits = batch[1], logits.float()
     if y.ndim == 3:
         return _mean_ce(logits, y), {}
-    labels, clicks = _mean_ce(logits, y[:, 0]), _mean_ce(logits, y[:, 1])
-    return labels + click_weight * clicks, {"label_loss": labels.detach().item(), "click_loss": clicks.detach().item()}
+    total = labels = _mean_ce(logits, y[:, 0])
+    metrics = {"label_loss": labels.detach().item()}
+    if click_weight > 0:
+        clicks = _mean_ce(logits, y[:, 1])
+        total = total + click_weight * clicks
+        metrics["click_loss"] = clicks.detach().item()
+    if crf_weight > 0:
+        crf = gated_crf_loss(logits, image_from_tensor(batch[0].float()), y[:, -1] != IGNORE)
+        total = total + crf_weight * crf
+        metrics["crf_loss"] = crf.detach().item()
+    return total, metrics
 
 
 def _class_names(class_names: Sequence[str] | None, num_classes: int) -> tuple[str, ...]:
@@ -285,15 +304,16 @@ def train_deeplab(
     model.to(dev)
     # Converted per crop, so that (lazily read) datasets like VOC train_aug never sit in memory as tensors.
     xs = LazySequence(images.images, image_to_tensor)
-    ys = (LazySequence(labels, _label_tensor) if clicks is None
-          else LazySequence(range(len(labels)), partial(_label_pair, labels, clicks)))
+    crf_weight = config.crf_loss
+    ys = (LazySequence(labels, _label_tensor) if clicks is None and crf_weight == 0
+          else LazySequence(range(len(labels)), partial(_label_stack, labels, clicks, crf_weight > 0)))
     batch = distributed.global_batch(config.batch_size, minimum_per_rank=2)  # ASPP pooling BN: 2 crops per rank
     total = planned_steps(config, math.ceil(config.epochs * len(xs) / batch))
     yield Progress(STAGE, 0, total, message=f"training DeepLabv3+ ({config.backbone}) for {total} steps")
     plan = shuffled_batches(len(xs), batch, total, rng)
     loader = crop_loader(_DeepLabCrop(xs, ys, config), plan, seed, num_workers=num_workers,
                          pin_memory=dev.type == "cuda", first_step=1)
-    loss = _loss if clicks is None else partial(_loss, click_weight=config.click_weight)
+    loss = partial(_loss, click_weight=config.click_weight if clicks is not None else 0.0, crf_weight=crf_weight)
     losses = yield from fit(STAGE, model, _optimizer(model, config), loader, total, loss, device=dev, amp=amp,
                             lr_settings="deeplab.lr")
     return TrainedSegmenter(model, config, names, images.channels, losses)
