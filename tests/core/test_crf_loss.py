@@ -60,3 +60,23 @@ def test_image_from_tensor_undoes_the_data_pipelines_normalisation():
     grey = rgb[..., :1]
     torch.testing.assert_close(image_from_tensor(image_to_tensor(grey)[None])[0],
                                torch.from_numpy(grey).permute(2, 0, 1).float() / 255, atol=1e-5, rtol=0)
+
+
+def test_the_colour_term_reads_each_crops_own_contrast():
+    # a dim crop (values 0.05 and 0.15, as a faint fluorescence image) costs what a bright one (0 and 1) costs
+    bright = _image_with_edge(16)
+    dim = 0.05 + 0.1 * bright
+    logits = torch.cat([_two_halves(16), _two_halves(8)])
+    torch.testing.assert_close(gated_crf_loss(logits, torch.cat([dim, dim])),
+                               gated_crf_loss(logits, torch.cat([bright, bright])))
+
+
+def test_padding_does_not_set_the_contrast():
+    image = 0.4 + 0.1 * _image_with_edge(16)
+    padded = image.clone()
+    padded[..., 24:] = 1.0  # padding far brighter than the crop
+    valid = torch.ones(1, 32, 32, dtype=torch.bool)
+    valid[..., 24:] = False
+    logits = _two_halves(8)
+    cropped = gated_crf_loss(logits[..., :24], image[..., :24])
+    torch.testing.assert_close(gated_crf_loss(logits, padded, valid), cropped)
