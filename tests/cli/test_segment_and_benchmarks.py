@@ -134,3 +134,23 @@ def test_bare_throughput_model_is_the_library_s_own_at_stride_16(encoder):
     assert bare(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
     ours = sum(p.numel() for p in Encoder(name=encoder, weights="none").parameters())
     assert ours <= sum(p.numel() for p in bare.parameters()) <= ours * 1.01 + 4096
+
+
+@pytest.mark.parametrize("name, crf_loss", [("point-only deeplab", 0.5), ("fully supervised deeplab", 0.0)])
+def test_the_crf_loss_reaches_the_point_only_row_and_not_the_fully_supervised_one(run_data, tmp_path, tiny_pipeline,
+                                                                                   monkeypatch, name, crf_loss):
+    import dataclasses
+
+    import napari_pcam.core.stages.segmentation as segmentation
+
+    seen = []
+
+    def record(images, labels, num_classes, config, **kwargs):
+        seen.append(config)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(segmentation, "train_deeplab", record)
+    config = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(tiny_pipeline.deeplab, crf_loss=0.5))
+    with pytest.raises(RuntimeError, match="recorded"):
+        run_row(name, run_data, config, tmp_path)
+    assert seen[0].crf_loss == crf_loss and seen[0].click_weight == 0.0

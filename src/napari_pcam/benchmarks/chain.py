@@ -5,12 +5,13 @@ Rows (each run in a fresh subprocess so that its peak memory is its own):
 * ``pcam chain``: PCAM -> IRNet -> DeepLabv3+ (the paper's method);
 * ``cam chain``: the same chain from plain CAMs (alpha = 0, no learnt background map);
 * ``point-only deeplab``: DeepLabv3+ trained on the clicked pixels alone with a partial cross-entropy
-  (Bearman et al., "What's the Point", ECCV 2016, without the objectness prior);
+  (Bearman et al., "What's the Point", ECCV 2016, without the objectness prior), plus the chain's CRF loss
+  when ``deeplab.crf_loss`` is set (Tang et al.'s regularised loss, ECCV 2018);
 * ``random forest``: a pixel classifier on scikit-image's multiscale features trained on the clicks
   (what ilastik / napari-convpaint users do);
 * ``random forest crf``: the same forest's class probabilities refined by the dense CRF (needs the ``crf``
   extra), a stronger pixel classifier;
-* ``fully supervised deeplab``: DeepLabv3+ on the true masks (upper bound).
+* ``fully supervised deeplab``: DeepLabv3+ on the true masks (upper bound; cross-entropy alone).
 
 mIoU in percent on the training images and on held-out images; wall seconds; peak resident memory of the
 subprocess (``ru_maxrss``) in MiB.
@@ -49,14 +50,18 @@ def _chain(data: RunData, config: PipelineConfig, out: Path, held_out_stages: bo
     return row
 
 
-def _deeplab_on(labels_fn: Callable[[RunData], list], data: RunData, config: PipelineConfig) -> dict[str, Any]:
+def _deeplab_on(labels_fn: Callable[[RunData], list], data: RunData, config: PipelineConfig,
+                crf_loss: bool = True) -> dict[str, Any]:
     """DeepLabv3+ with ``config.deeplab`` trained on ``labels_fn(data)`` (the clicks alone, or the true masks),
     without the chain's extra click terms (``click_weight``, ``click_override``: these labels are not pseudo
-    labels for the clicks to correct); predictions with the configured inference settings (the CRF too)."""
+    labels for the clicks to correct), and without ``crf_loss`` unless ``crf_loss`` (the clicks alone get the
+    chain's CRF loss, so that the point-only row measures what PCAM and IRNet add; true masks need none);
+    predictions with the configured inference settings (the CRF too)."""
     from ..core.stages.segmentation import train_deeplab
 
     names = data.points.class_names
-    deeplab = dataclasses.replace(config.deeplab, click_weight=0.0, click_override=False)
+    deeplab = dataclasses.replace(config.deeplab, click_weight=0.0, click_override=False,
+                                  crf_loss=config.deeplab.crf_loss if crf_loss else 0.0)
     seg = drain(train_deeplab(data.images, labels_fn(data), len(names), deeplab, device=config.runtime.device,
                               seed=config.runtime.seed, amp=config.runtime.amp, class_names=names))
     return _score(data, lambda stack: [seg.predict(img, device=config.runtime.device) for img in stack.images])
@@ -106,7 +111,7 @@ def run_row(name: str, data: RunData, config: PipelineConfig, work: Path,
     elif name == "random forest crf":
         row = _random_forest(data, config, crf=True)
     elif name == "fully supervised deeplab":
-        row = _deeplab_on(_masks, data, config)
+        row = _deeplab_on(_masks, data, config, crf_loss=False)
     else:
         raise ValueError(f"unknown row {name!r}; choose from {', '.join(ROWS)}")
     row["seconds"] = round(time.perf_counter() - start, 1)
