@@ -134,7 +134,7 @@ def test_every_stage_stops_when_its_loss_diverges(stage, setting, tiny_data, mon
         cfg = IrnConfig(backbone="resnet18", weights="none", radius=5, crop_size=32, batch_size=2, min_steps=2)
         gen = irn.train_irn(tiny_data.images, [_mask_cams(m) for m in tiny_data.masks], cfg, AffinityConfig())
     else:
-        monkeypatch.setattr(segmentation, "_loss", lambda logits, batch: (logits.sum() * nan, {}))
+        monkeypatch.setattr(segmentation, "_loss", lambda logits, batch, **k: (logits.sum() * nan, {}))
         cfg = DeepLabConfig(backbone="resnet18", weights="none", crop_size=32, batch_size=2, epochs=1, min_steps=2)
         gen = segmentation.train_deeplab(tiny_data.images, tiny_data.masks, 4, cfg, device="cpu")
     with pytest.raises(DataError, match=rf"diverged at step 1 \(loss nan\); lower the learning rates \({setting}"):
