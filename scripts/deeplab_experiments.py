@@ -192,6 +192,7 @@ def train(a) -> None:
         import tifffile
 
         labels = [tifffile.imread(Path(a.labels) / f"{n}.tif") for n in tr["names"]]
+        labels = [np.where(np.isin(lab, a.ignore_classes), IGNORE, lab).astype(np.uint8) for lab in labels]
 
     def prepare(im):
         return resize_image(stretch_image(im) if a.norm == "stretch" else im, a.scale)
@@ -365,6 +366,8 @@ def main() -> None:
         q.add_argument("--threads", type=int, default=2)
     c.add_argument("tag", help="the --tag of the trained model")
     t.add_argument("--labels", default="masks", help="masks | clicks | a folder of <image>.tif pseudo labels")
+    t.add_argument("--ignore-classes", type=int, nargs="*", default=[],
+                   help="pseudo labels of these classes are ignored (e.g. 1: only the mined background)")
     t.add_argument("--encoder", default="efficientnet_lite0")
     t.add_argument("--freeze-encoder", action="store_true")
     t.add_argument("--freeze-bn", default="none", choices=("none", "true", "false"))
