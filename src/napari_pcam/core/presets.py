@@ -61,10 +61,12 @@ the held-out clicks in all three seeds) + 4 50.7 / 33.2; without the click weigh
 on the refined labels, 16 gave 51.6 / 29.5 on PCAM's). On dubai (seed 0) the mined labels did worse than
 PCAM's dense ones (final 26.2 / 21.7 against 27.9 / 33.6; building and vegetation lost), so the choice rests
 on dsb2018's three seeds. The gated CRF loss (``deeplab.crf_loss``) stays off: it lifts DeepLabv3+ trained
-on the clicks alone (dsb2018 seed 0, GroupNorm head, 320 px tiles, no dense CRF: held-out 64.0 -> 74.2) but
-not the chain. With 0.01 the chain's final labels (seed 0) went on dsb2018 from 71.9 / 70.8 to 75.0 / 64.9
-(held-out fluorescence and H&E up by 6.7 and 6.3, the five large brightfield images down by 19.8), and on
-dubai DeepLabv3+ collapsed to 'road' (20.0% of the training clicks right; water and vegetation lost).
+on the clicks alone without the dense CRF (dsb2018 seed 0, GroupNorm head, 320 px tiles: held-out 64.0 ->
+74.2), not after it (the benchmark's point-only row: 78.8 without, 75.0 with it), and not the chain. With
+0.01 the chain's final labels (seed 0) went on dsb2018 from 71.9 / 70.8 to 75.0 / 64.9 (held-out
+fluorescence and H&E up by 6.7 and 6.3, the five large brightfield images down by 19.8); on dubai the
+chain's DeepLabv3+ lost classes with and without it (20.0% and 22.7% of the training clicks right): there
+the mined labels fail, whatever the loss.
 With ``pydensecrf2`` installed (the ``crf`` extra) the final labels are DeepLabv3+'s
 probabilities through the dense CRF (``deeplab.crf``, an inference-only setting), as is IRNet's mining:
 dsb2018 seed 0, one DeepLabv3+ training, final 62.9 / 35.9 without it and 72.4 / 40.1 with it
