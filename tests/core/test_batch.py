@@ -10,6 +10,7 @@ from PIL import Image
 from napari_pcam.core.batch import BatchReport, check_targets, label_path, segment_folder
 from napari_pcam.core.errors import DataError
 from napari_pcam.core.progress import drain
+from progress_records import records_and_result
 
 
 def _threshold(image: np.ndarray) -> np.ndarray:
@@ -34,14 +35,7 @@ def _folder(tmp_path):
 def test_every_readable_image_gets_a_label_file_and_bad_ones_are_listed(tmp_path):
     folder = _folder(tmp_path)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    records = []
-    gen = segment_folder(folder, _threshold)
-    while True:
-        try:
-            records.append(next(gen))
-        except StopIteration as stop:
-            report = stop.value
-            break
+    records, report = records_and_result(segment_folder(folder, _threshold))
     out = folder / "pcam_labels"
     assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "b_labels.tif"]
     expected = _threshold(np.asarray(Image.open(folder / "a.png")))

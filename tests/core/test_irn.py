@@ -16,6 +16,7 @@ from napari_pcam.core.progress import Progress, drain
 from napari_pcam.core.stages.instances import refine_instances
 from napari_pcam.core.stages.irn import irn_loss, load_irn, train_irn
 from napari_pcam.core.stages.refine import refine_images
+from progress_records import records_and_result
 
 TINY = IrnConfig(backbone="resnet18", weights="none", radius=5, crop_size=48, batch_size=2, epochs=1, min_steps=3)
 
@@ -45,13 +46,8 @@ def data():
 @pytest.fixture(scope="module")
 def trained(data):
     images, _, cams = data
-    gen = train_irn(images, cams, TINY, AffinityConfig(), device="cpu", seed=0)
-    steps = []
-    while True:
-        try:
-            steps.append(next(gen))
-        except StopIteration as stop:
-            return stop.value, steps
+    steps, irn = records_and_result(train_irn(images, cams, TINY, AffinityConfig(), device="cpu", seed=0))
+    return irn, steps
 
 
 def test_network_shapes_and_frozen_backbone():

@@ -9,18 +9,14 @@ from napari_pcam.core.bundle import load_bundle
 from napari_pcam.core.errors import CheckpointError, DataError
 from napari_pcam.core.pipeline import RunData, run_pipeline
 from napari_pcam.core.progress import drain
+from progress_records import records_and_result
 
 
 @pytest.fixture(scope="module")
 def finished(run_data, tmp_path_factory, tiny_pipeline):
     out = tmp_path_factory.mktemp("run")
-    stages = []
-    gen = run_pipeline(run_data, tiny_pipeline, out, until="final")
-    while True:
-        try:
-            stages.append(next(gen).stage)
-        except StopIteration as stop:
-            return out, stop.value, stages
+    records, result = records_and_result(run_pipeline(run_data, tiny_pipeline, out, until="final"))
+    return out, result, [r.stage for r in records]
 
 
 def test_every_stage_runs_and_writes_its_files(finished):
@@ -147,14 +143,9 @@ def test_changed_inference_settings_rerun_predictions_not_training(run_data, tmp
     stamp = model.stat().st_mtime_ns
     tta = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(tiny_pipeline.deeplab, **{setting: True}))
     messages = {}
-    gen = run_pipeline(run_data, tta, tmp_path, until="final", force=True)
-    while True:
-        try:
-            p = next(gen)
-            messages.setdefault(p.stage, set()).add(p.message)
-        except StopIteration as stop:
-            result = stop.value
-            break
+    records, result = records_and_result(run_pipeline(run_data, tta, tmp_path, until="final", force=True))
+    for p in records:
+        messages.setdefault(p.stage, set()).add(p.message)
     assert messages["deeplab"] == {"cached"} and model.stat().st_mtime_ns == stamp
     assert "cached" not in messages["final"], f"the final labels are predicted again, with {setting}"
     assert getattr(result.segmenter.config, setting)
@@ -226,13 +217,10 @@ def test_click_weight_hands_deeplab_the_click_maps_of_every_image(run_data, tmp_
 
 def _run(run_data, config, out, **kwargs):
     messages: dict[str, set] = {}
-    gen = run_pipeline(run_data, config, out, until="final", **kwargs)
-    while True:
-        try:
-            p = next(gen)
-            messages.setdefault(p.stage, set()).add(p.message)
-        except StopIteration as stop:
-            return stop.value, messages
+    records, result = records_and_result(run_pipeline(run_data, config, out, until="final", **kwargs))
+    for p in records:
+        messages.setdefault(p.stage, set()).add(p.message)
+    return result, messages
 
 
 def _crf_check(config):

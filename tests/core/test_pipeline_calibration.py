@@ -15,6 +15,7 @@ from napari_pcam.core.errors import ConfigError
 from napari_pcam.core.pipeline import RunData, run_pipeline
 from napari_pcam.core.progress import drain
 from napari_pcam.core.stages.random_walk import scores_to_labels
+from progress_records import records_and_result
 
 CHOSEN = ("cam_inference.bg_threshold", "affinity.fg_threshold", "affinity.bg_threshold", "random_walk.bg_threshold")
 
@@ -94,15 +95,9 @@ def test_pcam_never_trains_on_the_held_out_clicks(run_data, tiny_pipeline, tmp_p
 def test_too_few_clicks_warn_and_keep_the_configured_thresholds(run_data, tiny_pipeline, tmp_path):
     # the fixture's clicks: one click of one class in the whole set, which cannot be held out
     config = dataclasses.replace(tiny_pipeline, calibration=CalibrationConfig(enabled=True))
-    records = []
     gen = run_pipeline(run_data, config, tmp_path / "run", until="cams")
     with pytest.warns(CalibrationWarning, match="too few clicks to calibrate"):
-        while True:
-            try:
-                records.append(next(gen))
-            except StopIteration as stop:
-                result = stop.value
-                break
+        records, result = records_and_result(gen)
     assert any(r.stage == "check" and "too few clicks" in r.message for r in records)  # the widget shows it
     record = json.loads((tmp_path / "run" / "run.json").read_text())["calibration"]
     assert "fallback" in record and record["held_out_clicks"] == 0

@@ -19,6 +19,7 @@ from napari_pcam.core.stages.segmentation import (
     train_deeplab,
 )
 from napari_pcam.core.stages.segmentation_inference import predict, predict_logits, predict_probabilities
+from progress_records import records_and_result
 
 TINY = DeepLabConfig(
     backbone="resnet18", weights="none", lr=0.01, epochs=1, batch_size=2, crop_size=48, scale_range=(1.0, 1.0),
@@ -33,13 +34,9 @@ def data():
 
 @pytest.fixture(scope="module")
 def trained(data):
-    gen = train_deeplab(data.images, data.masks, 4, TINY, device="cpu", seed=0, class_names=data.class_names)
-    records = []
-    while True:
-        try:
-            records.append(next(gen))
-        except StopIteration as stop:
-            return stop.value, records
+    records, seg = records_and_result(
+        train_deeplab(data.images, data.masks, 4, TINY, device="cpu", seed=0, class_names=data.class_names))
+    return seg, records
 
 
 def test_training_yields_progress_and_reduces_the_loss(trained):
@@ -339,14 +336,7 @@ def test_crf_loss_trains_with_and_without_click_maps(data):
     for lab, mask in zip(clicks, data.masks):
         lab[5, 7], lab[30, 20] = mask[5, 7], mask[30, 20]
     cfg = DeepLabConfig(**{**TINY.__dict__, "min_steps": 2, "scale_range": (0.5, 1.5), "crf_loss": 0.1})
-    records = []
-    gen = train_deeplab(data.images, clicks, 4, cfg, device="cpu", seed=1)  # point-only + CRF loss
-    while True:
-        try:
-            records.append(next(gen))
-        except StopIteration as stop:
-            seg = stop.value
-            break
+    records, seg = records_and_result(train_deeplab(data.images, clicks, 4, cfg, device="cpu", seed=1))  # + CRF loss
     assert len(seg.losses) == 2 and all(np.isfinite(seg.losses))
     assert all("crf_loss" in r.metrics for r in records if r.step > 0)
     both = DeepLabConfig(**{**cfg.__dict__, "click_weight": 1.0})

@@ -20,6 +20,7 @@ from napari_pcam.core.training import (
     poly_schedule,
     shuffled_batches,
 )
+from progress_records import records_and_result
 
 
 def test_shuffled_batches_are_the_old_irnet_and_deeplab_plan():
@@ -78,14 +79,7 @@ def _fit(model, losses):
 
 
 def test_fit_yields_one_record_per_step_with_its_lr_and_returns_the_losses():
-    gen = _fit(torch.nn.Linear(3, 1), [3.0, 2.0, 1.0])
-    records = []
-    while True:
-        try:
-            records.append(next(gen))
-        except StopIteration as stop:
-            losses = stop.value
-            break
+    records, losses = records_and_result(_fit(torch.nn.Linear(3, 1), [3.0, 2.0, 1.0]))
     assert [(r.stage, r.step, r.total, r.loss) for r in records] == [("toy", 1, 3, 3.0), ("toy", 2, 3, 2.0),
                                                                       ("toy", 3, 3, 1.0)]
     assert losses == [3.0, 2.0, 1.0]
