@@ -30,8 +30,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 IGNORE = 255
 
 
@@ -111,10 +109,12 @@ def gated_crf_loss(logits, x, valid=None, *, down=2, radius=5, sigma_xy=6.0, sig
     """Local (gated) CRF loss of Obukhov et al. 2019: the sum over neighbour pairs of a bilateral kernel times the
     probability that the two pixels take different labels, over the valid pixels. ``logits`` B x K x H x W,
     ``x`` the normalised crops, ``valid`` B x H x W (False on padding)."""
+    from napari_pcam.core.crf_loss import image_from_tensor
+
     b, k_classes, h_in, w_in = logits.shape
     h, w = h_in // down, w_in // down
     p = F.adaptive_avg_pool2d(logits.float().softmax(1), (h, w))
-    img = F.adaptive_avg_pool2d(x * STD.to(x) + MEAN.to(x) if x.shape[1] == 3 else x, (h, w))
+    img = F.adaptive_avg_pool2d(image_from_tensor(x), (h, w))  # the harness's images are all RGB
     if stretch:
         flat = img.flatten(1)
         lo = torch.quantile(flat, 0.005, dim=1).view(b, 1, 1, 1)
