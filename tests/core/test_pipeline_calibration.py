@@ -203,3 +203,42 @@ def test_deeplab_can_learn_from_the_mined_confident_labels(run_data, tiny_pipeli
     assert any((lab == 255).any() for lab in seen["labels"])  # what is not confident is ignored
     stem = run_data.images.names[0].rsplit(".", 1)[0]  # written once, read per crop
     assert np.array_equal(tifffile.imread(tmp_path / "run" / "mined" / f"{stem}.tif"), seen["labels"][0])
+
+
+def test_deeplab_can_learn_only_where_the_clicks_forest_agrees(run_data, tiny_pipeline, tmp_path, monkeypatch):
+    from napari_pcam.core.baselines import random_forest_baseline
+    from napari_pcam.core.stages.affinity import mine_labels
+
+    seen = _spy_deeplab(monkeypatch)
+    config = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(
+        tiny_pipeline.deeplab, train_on="mined", agree_with="forest"))
+    records, result = records_and_result(run_pipeline(run_data, config, tmp_path / "run", until="deeplab"))
+    forest = random_forest_baseline(run_data.images, run_data.points, run_data.images, seed=config.runtime.seed)
+    stems = [n.rsplit(".", 1)[0] for n in run_data.images.names]
+    kept = 0
+    for lab, cams, trees, stem in zip(seen["labels"], result.cams, forest, stems):
+        mined = mine_labels(cams, tiny_pipeline.affinity)
+        assert np.array_equal(tifffile.imread(tmp_path / "run" / "forest" / f"{stem}.tif"), trees)
+        assert np.array_equal(lab, np.where(mined == trees, mined, 255))  # a disagreement is ignored
+        kept += int((lab != 255).sum())
+    assert 0 < kept < sum(lab.size for lab in seen["labels"])
+    assert any(r.stage == "forest" for r in records)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0 <= metrics["train"]["forest"] <= 100 and "forest" in metrics["clicks"]
+    assert {"mined", "forest"} <= set(metrics["seconds"])
+    # the forest is cached with the labels: a rerun with another click weight retrains DeepLabv3+ only
+    again = dataclasses.replace(config, deeplab=dataclasses.replace(config.deeplab, click_weight=2.0))
+    records, _ = records_and_result(run_pipeline(run_data, again, tmp_path / "run", until="deeplab", force=True))
+    assert [r.message for r in records if r.stage == "forest"] == ["cached"]
+    with pytest.raises(ConfigError, match="deeplab.agree_with='crf' is not valid"):
+        dataclasses.replace(tiny_pipeline.deeplab, agree_with="crf")
+
+
+def test_agreeing_labels_refuse_images_of_different_shapes():
+    from napari_pcam.core.errors import DataError
+    from napari_pcam.core.pipeline import agreeing
+
+    a, b = np.array([[1, 2], [0, 1]], np.uint8), np.array([[1, 0], [0, 2]], np.uint8)
+    assert np.array_equal(agreeing([a], [b], 0), [[1, 255], [0, 255]])
+    with pytest.raises(DataError, match=r"shape \(2, 2\).*shape \(3, 2\).*--force"):
+        agreeing([a], [np.zeros((3, 2), np.uint8)], 0)

@@ -28,6 +28,7 @@ def _check(cond: bool, message: str) -> None:
 
 
 DEEPLAB_LABELS = ("refined", "pcam", "mined", "best")
+DEEPLAB_AGREE = ("none", "forest")
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
@@ -358,6 +359,12 @@ class DeepLabConfig:
             ``affinity`` thresholds, the rest ignored) or 'best': whichever of 'refined' and 'pcam' labels
             the held-out clicks of calibration better (refined unless PCAM's score is higher by more than
             ``calibration.tolerance``; refined, with a warning, when there are no held-out clicks).
+        agree_with: 'forest': keep a pseudo label only where a random forest trained on the clicks (the
+            benchmark's pixel classifier, :func:`~.baselines.random_forest_steps`, with the run's seed) labels
+            the pixel the same, ignore it elsewhere; the forest's labels of the training images are written to
+            ``forest/`` and scored in ``metrics.json``. Two label sources that err differently (PCAM's blobs
+            spill over object edges, the forest confuses look-alike textures) agree mostly where both are
+            right. 'none' (the paper): every pseudo label counts. Not in the paper.
     """
 
     backbone: str = "resnet50"
@@ -387,10 +394,12 @@ class DeepLabConfig:
     click_weight: float = 0.0
     crf_loss: float = 0.0
     train_on: str = "refined"
+    agree_with: str = "none"
 
     def __post_init__(self) -> None:
         _check_encoder_name("deeplab.backbone", self.backbone)
         _check_choice("deeplab.train_on", self.train_on, DEEPLAB_LABELS)
+        _check_choice("deeplab.agree_with", self.agree_with, DEEPLAB_AGREE)
         _check_choice("deeplab.head_norm", self.head_norm, ("batch", "group"))
         _check_range("deeplab.click_radius", self.click_radius, 0, 1000)
         _check_range("deeplab.click_weight", self.click_weight, 0.0, 1000.0)

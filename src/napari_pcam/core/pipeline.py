@@ -230,6 +230,9 @@ def run_pipeline(
         labels = yield from _stage_labels("mined", mine, data.images, folder, fingerprint(k, to_dict(config.affinity)))
     else:
         labels = pcam_labels if source == "pcam" else result.refined
+    if config.deeplab.agree_with == "forest":  # pseudo labels only where the clicks' forest agrees
+        forest = yield from _stage_forest(data, config, folder, result)
+        labels = LazySequence(range(len(labels)), partial(agreeing, labels, forest))
     k = fingerprint(k, {f: v for f, v in deeplab.items() if f not in DEEPLAB_INFERENCE}, source)
     segmenter = yield from _stage_deeplab(data, config, folder, result, k, labels)
     # inference settings (tiling, test-time scales / flip) change the predictions, not the trained network
@@ -515,6 +518,33 @@ def _deeplab_labels(config: PipelineConfig, folder: RunFolder, result: RunResult
     return chosen
 
 
+def _stage_forest(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult):
+    """The training images labelled by a random forest on all the clicks (``deeplab.agree_with = "forest"``),
+    written to ``forest/``; scored at the clicks and, with masks, in ``metrics.json``'s "forest" rows."""
+    from .baselines import random_forest_steps
+
+    def make(idx: Sequence[int]):
+        return random_forest_steps(data.images, data.points, data.images.subset(idx), seed=config.runtime.seed)
+
+    key = fingerprint(data.key(), config.runtime.seed, "forest")
+    forest = yield from _stage_labels("forest", make, data.images, folder, key)
+    result.metrics.setdefault("clicks", {})["forest"] = click_scores(forest, data.points)
+    if data.masks is not None:
+        _update_metrics(folder, result, "train", "forest", evaluate(data.masks, forest, data.points.class_names))
+    else:
+        _write_metrics(folder, result)
+    return forest
+
+
+def agreeing(labels: Sequence[np.ndarray], other: Sequence[np.ndarray], i: int) -> np.ndarray:
+    """Image ``i``'s ``labels`` where ``other`` has the same label, 255 (ignored) elsewhere."""
+    a, b = np.asarray(labels[i]), np.asarray(other[i])
+    if a.shape != b.shape:
+        raise DataError(f"image {i}: pseudo labels of shape {a.shape} cannot be compared with labels of shape "
+                        f"{b.shape}; rerun with --force so that both are made from the same images.")
+    return np.where(a == b, a, 255).astype(np.uint8)
+
+
 def _stage_deeplab(data: RunData, config: PipelineConfig, folder: RunFolder, result: RunResult, key: str,
                    labels: Sequence[np.ndarray]):
     path = folder.path("models", "deeplab.pt")
@@ -645,7 +675,8 @@ def _write_metrics(folder: RunFolder, result: RunResult) -> None:
     done = set(metrics.get("train", {})) | set(metrics.get("val", {})) | set(metrics.get("clicks", {}))
     last = max((STAGES.index(s) for s in done if s in STAGES), default=-1)
     wanted = set(STAGES[: last + 1]) | ({"val_cams", "val_refined", "val_final"} if "val" in metrics else set())
-    wanted |= {"walk"} if "irn" in wanted else set()  # the random walk's scores, when calibration needs them
+    # the random walk's scores (for calibration) and DeepLabv3+'s label sources
+    wanted |= {"walk", "mined", "forest"} if "irn" in wanted else set()
     metrics["seconds"] = {k: v for k, v in folder.seconds().items() if k in wanted}
     if distributed.is_main():
         atomic_write_text(folder.path("metrics.json"), json.dumps(metrics, indent=2) + "\n")
