@@ -14,6 +14,7 @@ from napari_pcam.core.stages.segmentation import (
     _loss,
     augment,
     build_deeplab,
+    class_balance_weights,
     load_segmenter,
     save_segmenter,
     train_deeplab,
@@ -129,6 +130,50 @@ def test_click_loss_is_added_with_its_weight_averaged_over_the_clicks_alone():
     assert metrics["click_loss"] == pytest.approx(float(click_ce), rel=1e-5)
     none = torch.full_like(labels, 255)  # a crop without clicks adds nothing
     assert torch.allclose(_loss(logits, (None, torch.stack([labels, none], 1)), click_weight=5.0)[0], ce)
+
+
+def test_class_balance_weights_are_median_frequency_over_each_class_frequency():
+    labels = [np.array([[0, 0, 0, 0], [0, 0, 1, 1], [255, 255, 255, 3]], np.uint8),
+              np.array([[0, 0, 1, 1]], np.uint8)]  # counts 8, 4, 0, 1 of 13 labelled pixels
+    weights = class_balance_weights(labels, 4)
+    freq = np.array([8, 4, 1]) / 13
+    assert weights.dtype == np.float32
+    assert weights[[0, 1, 3]] == pytest.approx(np.median(freq) / freq) and weights[2] == 1.0  # 2: no pixels
+    rare = [np.array([[0] * 999 + [1]], np.uint8)]  # 1 in 1000: 500 clipped at 10
+    assert class_balance_weights(rare, 2) == pytest.approx([0.5 / 0.999, 10.0])
+    common = [np.array([[0] * 999 + [1] + [2] * 5000], np.uint8)]  # median 999/6000 over 5000/6000: 0.2
+    assert class_balance_weights(common, 3) == pytest.approx([1.0, 10.0, 0.1998], rel=1e-3)
+    assert class_balance_weights([np.full((2, 2), 255, np.uint8)], 3) == pytest.approx([1, 1, 1])
+
+
+def test_class_weights_weigh_the_label_term_only():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8)
+    labels = torch.randint(0, 3, (2, 8, 8))
+    labels[0, 0] = 255
+    clicks = torch.full_like(labels, 255)
+    clicks[0, 1, 2], clicks[1, 5, 5] = 2, 0
+    w = torch.tensor([0.5, 2.0, 1.0])
+    weighted = torch.nn.functional.cross_entropy(logits, labels, weight=w, ignore_index=255)
+    click_ce = torch.nn.functional.cross_entropy(logits, clicks, ignore_index=255)
+    assert torch.allclose(_loss(logits, (None, labels), class_weights=w)[0], weighted)
+    both, _ = _loss(logits, (None, torch.stack([labels, clicks], 1)), click_weight=2.0, class_weights=w)
+    assert torch.allclose(both, weighted + 2.0 * click_ce)
+    assert not torch.allclose(weighted, _loss(logits, (None, labels))[0])
+    empty = torch.full_like(labels, 255)  # a crop without labels adds nothing, and no NaN
+    assert _loss(logits, (None, empty), class_weights=w)[0].item() == 0.0
+
+
+def test_class_balance_trains_and_reports_its_weights(data):
+    cfg = DeepLabConfig(**{**TINY.__dict__, "min_steps": 2, "class_balance": True})
+    records, seg = records_and_result(train_deeplab(data.images, data.masks, 4, cfg, device="cpu", seed=1,
+                                                    class_names=data.class_names))
+    assert len(seg.losses) == 2 and all(np.isfinite(seg.losses))
+    expected = class_balance_weights(data.masks, 4)
+    message = next(r.message for r in records if r.message.startswith("class weights"))
+    assert message == "class weights " + ", ".join(f"{n} {w:.2f}" for n, w in zip(data.class_names, expected))
+    with pytest.raises(ConfigError, match="deeplab.class_balance='yes' is not valid"):
+        DeepLabConfig(class_balance="yes")
 
 
 def test_click_weight_trains_on_labels_and_clicks_and_needs_the_click_maps(data):

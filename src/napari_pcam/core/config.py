@@ -365,6 +365,11 @@ class DeepLabConfig:
             ``forest/`` and scored in ``metrics.json``. Two label sources that err differently (PCAM's blobs
             spill over object edges, the forest confuses look-alike textures) agree mostly where both are
             right. 'none' (the paper): every pseudo label counts. Not in the paper.
+        class_balance: Weigh each pseudo-labelled pixel's cross-entropy by its class's median frequency
+            balancing weight (Eigen & Fergus, ICCV 2015; the median class frequency in the pseudo labels over
+            the class's own, clipped to [0.1, 10]), so that a class with few pseudo labels is not drowned by
+            the common ones. Weights are computed from the training labels at the start of training. Not in
+            the paper, so off by default.
     """
 
     backbone: str = "resnet50"
@@ -395,11 +400,13 @@ class DeepLabConfig:
     crf_loss: float = 0.0
     train_on: str = "refined"
     agree_with: str = "none"
+    class_balance: bool = False
 
     def __post_init__(self) -> None:
         _check_encoder_name("deeplab.backbone", self.backbone)
         _check_choice("deeplab.train_on", self.train_on, DEEPLAB_LABELS)
         _check_choice("deeplab.agree_with", self.agree_with, DEEPLAB_AGREE)
+        _check_choice("deeplab.class_balance", self.class_balance, (False, True))
         _check_choice("deeplab.head_norm", self.head_norm, ("batch", "group"))
         _check_range("deeplab.click_radius", self.click_radius, 0, 1000)
         _check_range("deeplab.click_weight", self.click_weight, 0.0, 1000.0)

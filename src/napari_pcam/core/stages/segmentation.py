@@ -210,23 +210,46 @@ def _optimizer(model: DeepLabV3Plus, config: DeepLabConfig) -> torch.optim.SGD:
     )
 
 
-def _mean_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy averaged over the labelled pixels of the whole batch (0 when there are none)."""
-    return F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum") / (y != IGNORE).sum().clamp(min=1)
+def _mean_ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy averaged over the labelled pixels of the whole batch (0 when there are none); with
+    per-class ``weight``, each pixel's term weighed by its class's weight and divided by their sum."""
+    ce = F.cross_entropy(logits, y, weight=None if weight is None else weight.to(logits), ignore_index=IGNORE,
+                         reduction="sum")
+    if weight is None:
+        return ce / (y != IGNORE).sum().clamp(min=1)
+    labelled = y[y != IGNORE]
+    return ce / weight.to(logits)[labelled].sum().clamp(min=1e-12) if labelled.numel() else ce * 0.0
+
+
+def class_balance_weights(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """float32 per-class weights of median frequency balancing (Eigen & Fergus, ICCV 2015): the median of the
+    classes' pixel frequencies in ``labels`` over each class's own, clipped to [0.1, 10] (255 is not counted);
+    1 for a class without labelled pixels."""
+    counts = np.zeros(num_classes, np.int64)
+    for i in range(len(labels)):
+        lab = np.asarray(labels[i]).ravel()
+        counts += np.bincount(lab[lab != IGNORE], minlength=num_classes)[:num_classes]
+    weights = np.ones(num_classes, np.float32)
+    present = counts > 0
+    if present.any():
+        freq = counts[present] / counts.sum()
+        weights[present] = np.clip(np.median(freq) / freq, 0.1, 10.0)
+    return weights
 
 
 def _loss(logits: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor], click_weight: float = 0.0,
-          crf_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+          crf_weight: float = 0.0, class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Cross-entropy of float B x K x S x S logits against int64 B x S x S labels, averaged over the labelled
     pixels of the whole batch. With B x L x S x S label maps (labels, then the click map when ``click_weight``
     > 0, then the valid map when ``crf_weight`` > 0), plus ``click_weight`` x the cross-entropy averaged over the
     clicked pixels alone (the clicks then weigh as much as all other pixels together at weight 1, however few
     they are, and nothing in a crop without clicks), plus ``crf_weight`` x the gated CRF loss of the network's
-    scores on the crops (:func:`~napari_pcam.core.crf_loss.gated_crf_loss`, padding excluded)."""
+    scores on the crops (:func:`~napari_pcam.core.crf_loss.gated_crf_loss`, padding excluded). ``class_weights``
+    weigh the label term's pixels by class (``deeplab.class_balance``); the clicks' term is not weighed."""
     y, logits = batch[1], logits.float()
     if y.ndim == 3:
-        return _mean_ce(logits, y), {}
-    total = labels = _mean_ce(logits, y[:, 0])
+        return _mean_ce(logits, y, class_weights), {}
+    total = labels = _mean_ce(logits, y[:, 0], class_weights)
     metrics = {"label_loss": labels.detach().item()}
     if click_weight > 0:
         clicks = _mean_ce(logits, y[:, 1])
@@ -313,7 +336,13 @@ def train_deeplab(
     plan = shuffled_batches(len(xs), batch, total, rng)
     loader = crop_loader(_DeepLabCrop(xs, ys, config), plan, seed, num_workers=num_workers,
                          pin_memory=dev.type == "cuda", first_step=1)
-    loss = partial(_loss, click_weight=config.click_weight if clicks is not None else 0.0, crf_weight=crf_weight)
+    weights = None
+    if config.class_balance:
+        weights = torch.from_numpy(class_balance_weights(labels, num_classes))
+        yield Progress(STAGE, 0, total, message="class weights " + ", ".join(
+            f"{n} {w:.2f}" for n, w in zip(names, weights.tolist())))
+    loss = partial(_loss, click_weight=config.click_weight if clicks is not None else 0.0, crf_weight=crf_weight,
+                   class_weights=weights)
     losses = yield from fit(STAGE, model, _optimizer(model, config), loader, total, loss, device=dev, amp=amp,
                             lr_settings="deeplab.lr")
     return TrainedSegmenter(model, config, names, images.channels, losses)
