@@ -85,6 +85,16 @@ def test_chain_benchmark_rows(run_data, tmp_path, tiny_pipeline):
     table = markdown(rows)
     assert "| random forest |" in table and "final / fully supervised" in table
     assert "pcam chain by stage (train / val): pcam " in table
+    assert "forest_labels" not in chain and "random forest agrees" not in table  # agree_with is off here
+
+
+def test_the_chain_table_names_the_forests_labels_when_deeplab_learnt_where_it_agrees():
+    row = {"name": "pcam chain", "train_miou": 82.9, "val_miou": 84.7, "seconds": 1603.0, "peak_mb": 2311.0,
+           "stages": {"pcam": 39.72, "refined": 30.96, "final": 82.9}, "forest_labels": 79.28,
+           "val_stages": {"pcam": 40.62, "refined": 31.11, "final": 84.7}}
+    table = markdown([row])
+    assert "pcam chain by stage (train / val): pcam 39.7 / 40.6 -> refined 31.0 / 31.1 -> final 82.9 / 84.7" in table
+    assert "the forest's own labels of the training images: 79.3)" in table
 
 
 def test_the_random_forest_crf_row_scores_the_forest_through_the_dense_crf(run_data, tmp_path, tiny_pipeline):

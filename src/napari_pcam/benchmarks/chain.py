@@ -43,6 +43,8 @@ def _chain(data: RunData, config: PipelineConfig, out: Path, held_out_stages: bo
            "stages": {s: m["train"][s] for s in ("pcam", "refined", "final")},
            "stage_seconds": m.get("seconds", {}),
            "clicks": {s: c["balanced"] for s, c in m.get("clicks", {}).items()}}
+    if "forest" in m.get("train", {}):  # deeplab.agree_with = "forest": the other source of DeepLabv3+'s labels
+        row["forest_labels"] = m["train"]["forest"]
     if "calibration" in m:  # the thresholds chosen at the held-out clicks
         row["calibration"] = m["calibration"]
     if "val" in m:  # held-out CAMs restricted to each mask's classes, as the paper's val rows
@@ -178,6 +180,9 @@ def markdown(rows: list[dict]) -> str:
             tr, va = r["stages"], r.get("val_stages", {})
             steps = " -> ".join(f"{s} {fmt(tr.get(s))} / {fmt(va.get(s))}" for s in ("pcam", "refined", "final"))
             lines.append(f"\n{r['name']} by stage (train / val): {steps}")
+            if r.get("forest_labels") is not None:
+                lines.append(f"(DeepLabv3+ learnt the mined labels where the clicks' random forest agrees; the "
+                             f"forest's own labels of the training images: {fmt(r['forest_labels'])})")
     frac = recovered_fraction(rows)
     if frac is not None:
         lines.append(f"\nfinal / fully supervised: {frac:.0%} (the paper: 89%)")
