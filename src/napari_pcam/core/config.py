@@ -369,7 +369,8 @@ class DeepLabConfig:
             balancing weight (Eigen & Fergus, ICCV 2015; the median class frequency in the pseudo labels over
             the class's own, clipped to [0.1, 10]), so that a class with few pseudo labels is not drowned by
             the common ones. Weights are computed from the training labels at the start of training. Not in
-            the paper, so off by default.
+            the paper, and off by default and in every preset: on dubai (seed 0, agreement labels) it moved
+            DeepLabv3+'s collapse from land and water to road and building (train mIoU 20.5 -> 2.3).
     """
 
     backbone: str = "resnet50"
