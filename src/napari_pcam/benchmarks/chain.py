@@ -181,7 +181,7 @@ def markdown(rows: list[dict]) -> str:
             steps = " -> ".join(f"{s} {fmt(tr.get(s))} / {fmt(va.get(s))}" for s in ("pcam", "refined", "final"))
             lines.append(f"\n{r['name']} by stage (train / val): {steps}")
             if r.get("forest_labels") is not None:
-                lines.append(f"(DeepLabv3+ learnt the mined labels where the clicks' random forest agrees; the "
+                lines.append(f"(DeepLabv3+ learnt its pseudo labels only where the clicks' random forest agrees; the "
                              f"forest's own labels of the training images: {fmt(r['forest_labels'])})")
     frac = recovered_fraction(rows)
     if frac is not None:
