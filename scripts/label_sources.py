@@ -15,17 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from napari_pcam.core.data.readers import read_masks
+from napari_pcam.core.metrics import IGNORE, confusion_matrix
 from napari_pcam.core.pipeline import agreeing, read_tiff
-
-IGNORE = 255
 
 
 def confusion(masks: list[np.ndarray], labels: list[np.ndarray], k: int) -> tuple[np.ndarray, int]:
     """k x k confusion (rows: truth) over the pixels both label, and the number of pixels with a true label."""
     conf, total = np.zeros((k, k), np.int64), 0
     for mask, lab in zip(masks, labels):
-        keep = (lab != IGNORE) & (mask != IGNORE)
-        conf += np.bincount(k * mask[keep].astype(np.int64) + lab[keep], minlength=k * k).reshape(k, k)
+        conf += confusion_matrix(np.where(lab == IGNORE, IGNORE, mask), lab, k)  # unlabelled pixels skipped
         total += int((mask != IGNORE).sum())
     return conf, total
 

@@ -213,12 +213,13 @@ def _optimizer(model: DeepLabV3Plus, config: DeepLabConfig) -> torch.optim.SGD:
 def _mean_ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy averaged over the labelled pixels of the whole batch (0 when there are none); with
     per-class ``weight``, each pixel's term weighed by its class's weight and divided by their sum."""
-    ce = F.cross_entropy(logits, y, weight=None if weight is None else weight.to(logits), ignore_index=IGNORE,
-                         reduction="sum")
     if weight is None:
+        ce = F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum")
         return ce / (y != IGNORE).sum().clamp(min=1)
+    weight = weight.to(logits)
+    ce = F.cross_entropy(logits, y, weight=weight, ignore_index=IGNORE, reduction="sum")
     labelled = y[y != IGNORE]
-    return ce / weight.to(logits)[labelled].sum().clamp(min=1e-12) if labelled.numel() else ce * 0.0
+    return ce / weight[labelled].sum().clamp(min=1e-12) if labelled.numel() else ce * 0.0
 
 
 def class_balance_weights(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
