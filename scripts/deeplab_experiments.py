@@ -259,13 +259,17 @@ def train(a) -> None:
         return F.cross_entropy(o, t, ignore_index=IGNORE, reduction="sum") / (t != IGNORE).sum().clamp(min=1)
 
     model.train()
-    losses, crf_losses = [], [0.0]
+    losses, crf_losses, clicked = [], [0.0], []
     for step in range(a.steps):
         for g, b in zip(opt.param_groups, base):
             g["lr"] = b * (1 - step / a.steps) ** 0.9
         xb, yb, vb = (torch.stack(t) for t in zip(*[crop(i) for i in rng.integers(0, len(xs), a.batch)]))
         out = model(xb)
-        if yb.ndim == 4:
+        if yb.ndim == 4 and a.click_norm == "mean":  # a batch with one click weighs less than one with many
+            clicked.append(int((yb[:, 1] != IGNORE).sum()))
+            click = F.cross_entropy(out, yb[:, 1], ignore_index=IGNORE, reduction="sum") / max(np.mean(clicked), 1.0)
+            loss = ce(out, yb[:, 0]) + a.click_weight * click
+        elif yb.ndim == 4:
             loss = ce(out, yb[:, 0]) + a.click_weight * ce(out, yb[:, 1], weight)
         else:
             loss = ce(out, yb, weight if a.labels == "clicks" else None)
@@ -394,6 +398,8 @@ def main() -> None:
     t.add_argument("--norm", default="none", choices=("none", "stretch"), help="stretch each input image")
     t.add_argument("--click-weight", type=float, default=0.0, help="the clicks' own cross-entropy, weighted")
     t.add_argument("--click-radius", type=int, default=2)
+    t.add_argument("--click-norm", default="batch", choices=("batch", "mean"),
+                   help="the clicks' cross-entropy over this batch's clicked pixels, or over their mean count so far")
     t.add_argument("--balance", action="store_true", help="class-balanced weights on the clicks")
     t.add_argument("--dec-ch", type=int, default=256)
     t.add_argument("--aspp-ch", type=int, default=256)
