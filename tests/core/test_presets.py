@@ -71,6 +71,9 @@ def test_cpu_preset_is_pretrained_budgeted_in_steps_and_calibrated(monkeypatch):
     assert cfg.deeplab.crf_check  # ... where the clicks keep it
     assert cfg.deeplab.crf_loss == 0  # measured: it helps point-only training, not the chain (see the docstring)
     assert cfg.deeplab.head_norm == "group"  # batches of 6 crops: BatchNorm's statistics would not carry over
+    # measured on dubai: the clicks' own cross-entropy at weight 4 collapsed DeepLabv3+; the clicks override instead
+    assert cfg.deeplab.click_weight == 0 and cfg.deeplab.click_override
+    assert (cfg.deeplab.train_on, cfg.deeplab.agree_with) == ("mined", "forest")
     # inference sees about the context of training: tiles of twice the crop (ASPP pools over the whole input)
     assert (cfg.deeplab.tile_size, cfg.deeplab.tile_overlap) == (2 * cfg.deeplab.crop_size, cfg.deeplab.crop_size // 2)
     paper = PipelineConfig()  # the paper's learning rates; alpha 1 (a short step budget, see the docstring)

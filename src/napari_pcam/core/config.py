@@ -349,7 +349,10 @@ class DeepLabConfig:
             ``click_weight``.
         click_weight: Add this weight x a cross-entropy averaged over the clicked discs alone to the loss on
             the pseudo labels (0 = the paper's loss). At 1 the few clicked pixels weigh as much as all pseudo
-            labels together, as in the point-only baseline's loss; not in the paper, so off by default.
+            labels together, as in the point-only baseline's loss; not in the paper, so off by default. When
+            images are large against the crops, a batch holds one click or none and that click's term dominates:
+            on dubai (6 crops of 160 px from 500-1100 px images) weight 4 collapsed DeepLabv3+ to one or two
+            classes, which is why the ``cpu`` preset overrides with the clicks (``click_override``) instead.
         crf_loss: Add this weight x the gated CRF loss of the network's scores on each training crop
             (Obukhov et al. 2019, a local form of Tang et al.'s dense CRF loss, ECCV 2018;
             :mod:`napari_pcam.core.crf_loss`): neighbours of similar colour should share a label, so labels
