@@ -267,7 +267,8 @@ def train(a) -> None:
         out = model(xb)
         if yb.ndim == 4 and a.click_norm == "mean":  # a batch with one click weighs less than one with many
             clicked.append(int((yb[:, 1] != IGNORE).sum()))
-            click = F.cross_entropy(out, yb[:, 1], ignore_index=IGNORE, reduction="sum") / max(np.mean(clicked), 1.0)
+            click = F.cross_entropy(out, yb[:, 1], weight=weight, ignore_index=IGNORE,
+                                    reduction="sum") / max(np.mean(clicked), 1.0)
             loss = ce(out, yb[:, 0]) + a.click_weight * click
         elif yb.ndim == 4:
             loss = ce(out, yb[:, 0]) + a.click_weight * ce(out, yb[:, 1], weight)

@@ -65,7 +65,7 @@ seed 0, GroupNorm head, 320 px tiles: held-out 64.0 -> 74.2), not after it (the 
 without, 75.0 with it), and not the chain. With 0.01 the chain's final labels (seed 0) went on dsb2018 from 71.9 /
 70.8 to 75.0 / 64.9 (held-out fluorescence and H&E up by 6.7 and 6.3, the five large brightfield images down by
 19.8); on dubai the chain's DeepLabv3+ lost classes with and without it (20.0% and 22.7% of the training clicks
-right): there the mined labels fail, whatever the loss.
+right); what failed there is below (the clicks' own cross-entropy).
 DeepLabv3+ learns a mined label only where a random forest trained on the same clicks labels the pixel the same
 (``deeplab.agree_with = "forest"``): PCAM's maps spill over object edges, the forest confuses look-alike
 textures, and where they agree both are mostly right. On the seed-0 run folders the agreement labels were
