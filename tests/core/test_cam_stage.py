@@ -82,6 +82,16 @@ def test_cam_outputs_shapes_range_and_keys():
     assert set(np.unique(cams.labels(0.3))) <= {0, 1, 3}
 
 
+def test_no_keys_give_no_maps_without_running_the_network(monkeypatch):
+    net = CamNet(backbone="resnet18", weights="none", num_classes=3).eval()
+    monkeypatch.setattr(net, "cams", lambda x: pytest.fail("the network ran for an image with no class"))
+    img = np.zeros((50, 70, 3), np.uint8)
+    cams = compute_cams(net, img, CamInferenceConfig(), keys=[])
+    assert cams.highres.shape == (0, 50, 70) and cams.lowres.shape == (0, 13, 18) and cams.keys.dtype == np.int64
+    assert cams.labels(0.3).shape == (50, 70) and not cams.labels(0.3).any()
+    assert cams.dense(3).shape == (3, 50, 70) and not cams.dense(3).any()
+
+
 def test_tiled_inference_matches_whole_image():
     torch.manual_seed(0)
     net = CamNet(backbone="resnet18", weights="none", num_classes=2).eval()

@@ -62,6 +62,27 @@ def test_held_out_cams_follow_given_image_labels_instead_of_the_masks(run_data, 
     assert "pcam" in result.metrics["val"]
 
 
+def test_images_with_no_clicked_or_present_class_get_background_cams(run_data, tmp_path, tiny_pipeline):
+    # plain CAMs (no learnt background map): a training image clicked only as background and a held-out mask
+    # with no foreground class have no map to compute; dubai's val tile of bare land crashed this (#13)
+    from napari_pcam.core.data.points import PointAnnotations
+
+    p = run_data.points
+    keep = (p.image != 0) | (p.cls == 0)
+    assert np.any(p.cls[p.image == 0] > 0) and np.any(keep & (p.image == 0)), "image 0 has both kinds"
+    points = PointAnnotations(p.image[keep], p.yx[keep], p.cls[keep], p.class_names)
+    val_masks = [np.zeros_like(run_data.val_masks[0]), *run_data.val_masks[1:]]
+    data = RunData(run_data.images, points, run_data.masks, run_data.val_images, val_masks)
+    assert not tiny_pipeline.cam.background_map
+    result = drain(run_pipeline(data, tiny_pipeline, tmp_path, until="refined"))
+    for cams in (result.cams[0], result.val_cams[0]):
+        assert list(cams.keys) == [] and cams.highres.shape == (0, 64, 64) and cams.lowres.shape == (0, 16, 16)
+        assert not cams.labels(0.3).any()
+    assert len(result.cams[1].keys) > 0
+    assert not result.refined[0].any() and not result.val_refined[0].any()
+    assert np.isfinite(result.metrics["val"]["refined"])
+
+
 def test_bundle_round_trip_gives_identical_predictions(finished, run_data):
     out, result, _ = finished
     bundle = load_bundle(out / "model", class_names=run_data.points.class_names)

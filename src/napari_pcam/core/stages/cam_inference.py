@@ -86,7 +86,8 @@ def compute_cams(
         image: The image.
         config: Scales, flip, tiling.
         keys: Class ids (1..K) to keep; all classes when None. A model with a background map adds it as
-            class 0 (the first map).
+            class 0 (the first map). Empty (an image with background clicks only, a held-out mask with no
+            foreground class): no maps, and the network is not run, unless the model has a background map.
         amp: Mixed precision on CUDA.
     """
     device = next(model.parameters()).device
@@ -101,7 +102,7 @@ def compute_cams(
     idx = torch.as_tensor(channels, device=device)
     high = x.new_zeros((len(keys), h, w))
     low = x.new_zeros((len(keys), *low_size))
-    for scale in config.scales:
+    for scale in config.scales if len(keys) else ():  # nothing to compute: every pixel is background
         xs = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False,
                                                   recompute_scale_factor=False)
         if min(xs.shape[2:]) < STRIDE:
