@@ -84,7 +84,11 @@ contradicts a click is wrong by definition) with no weight of their own. The ste
 on dubai's true masks DeepLabv3+ reached 39.1 held-out after 300 steps and 55.9 after 1,000 (the random forest on
 the clicks: 41.0). The chain's final (train / held-out) went on dubai (seed 0) from 20.5 / 16.1 to 55.0 / 54.9, on
 dsb2018 from 82.9 / 84.7 to 86.7 / 84.2 (seed 0), 83.0 / 85.1 to 81.0 / 80.2 (seed 1; H&E 77.5 -> 44.0) and
-83.4 / 84.2 to 86.1 / 85.3 (seed 2): held-out median 84.7 -> 84.2.
+83.4 / 84.2 to 86.1 / 85.3 (seed 2): held-out median 84.7 -> 84.2. On the built-in sample (seed 0) it costs
+what dubai gains: held-out final 93.2 -> 94.8 (default), 70.8 -> 69.5 (one-colour), 52.5 -> 43.3 (shapes-only)
+and 63.5 -> 50.3 (grayscale, 'cell' lost: its mined labels hold 798 pixels and only the clicks' own term had kept
+it), so the chain now trails the random forest on shapes-only (45.0) and grayscale (54.3)
+(``docs/benchmark_chain_sample_variants_cpu_preset1000.json``).
 With ``pydensecrf2`` installed (the ``crf`` extra) the final labels are DeepLabv3+'s
 probabilities through the dense CRF (``deeplab.crf``, an inference-only setting), as is IRNet's mining:
 dsb2018 seed 0, one DeepLabv3+ training, final 62.9 / 35.9 without it and 72.4 / 40.1 with it
