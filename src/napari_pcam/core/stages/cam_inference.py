@@ -99,10 +99,12 @@ def compute_cams(
     channels = keys - 1
     if model.background:  # its map is the classifier's last row, class 0
         keys, channels = np.concatenate([[0], keys]), np.concatenate([[model.num_classes], channels])
+    if not len(keys):  # no class to map: every pixel is background, and the network need not run
+        return CamMaps(keys, np.zeros((0, h, w), np.float32), np.zeros((0, *low_size), np.float32))
     idx = torch.as_tensor(channels, device=device)
     high = x.new_zeros((len(keys), h, w))
     low = x.new_zeros((len(keys), *low_size))
-    for scale in config.scales if len(keys) else ():  # nothing to compute: every pixel is background
+    for scale in config.scales:
         xs = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False,
                                                   recompute_scale_factor=False)
         if min(xs.shape[2:]) < STRIDE:
