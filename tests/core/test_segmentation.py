@@ -132,6 +132,40 @@ def test_click_loss_is_added_with_its_weight_averaged_over_the_clicks_alone():
     assert torch.allclose(_loss(logits, (None, torch.stack([labels, none], 1)), click_weight=5.0)[0], ce)
 
 
+def test_click_norm_labels_weighs_each_clicked_pixel_as_click_weight_labelled_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8)
+    labels = torch.randint(0, 3, (2, 8, 8))
+    labels[0, 0] = 255  # 120 labelled pixels
+    clicks = torch.full_like(labels, 255)
+    clicks[0, 1, 2], clicks[1, 5, 5] = 2, 0
+    per_pixel = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255, reduction="none")
+    per_click = torch.nn.functional.cross_entropy(logits, clicks, ignore_index=255, reduction="none")
+    stacked = (None, torch.stack([labels, clicks], 1))
+    both, metrics = _loss(logits, stacked, click_weight=10.0, click_norm="labels")
+    assert torch.allclose(both, (per_pixel.sum() + 10 * per_click.sum()) / (120 + 10 * 2))
+    assert metrics["click_share"] == pytest.approx(20 / 140)
+    assert metrics["click_loss"] == pytest.approx(float(per_click.sum() / 2), rel=1e-5)
+    # the clicks' share follows how many there are: half the clicks, about half the share (unlike 'clicks')
+    one = clicks.clone()
+    one[1, 5, 5] = 255
+    assert _loss(logits, (None, torch.stack([labels, one], 1)), click_weight=10.0,
+                 click_norm="labels")[1]["click_share"] == pytest.approx(10 / 130)
+    none = torch.full_like(labels, 255)  # a crop without clicks: the plain average
+    assert torch.allclose(_loss(logits, (None, torch.stack([labels, none], 1)), click_weight=10.0,
+                                click_norm="labels")[0], _loss(logits, (None, labels))[0])
+    w = torch.tensor([0.5, 2.0, 1.0])  # class weights weigh the labelled pixels, not the clicks
+    weighted = (w[labels.clamp(max=2)] * per_pixel * (labels != 255)).sum()
+    mass = w[labels[labels != 255]].sum()
+    assert torch.allclose(_loss(logits, stacked, click_weight=10.0, click_norm="labels", class_weights=w)[0],
+                          (weighted + 10 * per_click.sum()) / (mass + 20))
+    empty = torch.full_like(labels, 255)  # nothing labelled, nothing clicked: 0, no NaN
+    assert _loss(logits, (None, torch.stack([empty, empty], 1)), click_weight=10.0,
+                 click_norm="labels")[0].item() == 0.0
+    with pytest.raises(ConfigError, match="deeplab.click_norm='batch' is not valid"):
+        DeepLabConfig(click_norm="batch")
+
+
 def test_class_balance_weights_are_median_frequency_over_each_class_frequency():
     labels = [np.array([[0, 0, 0, 0], [0, 0, 1, 1], [255, 255, 255, 3]], np.uint8),
               np.array([[0, 0, 1, 1]], np.uint8)]  # counts 8, 4, 0, 1 of 13 labelled pixels
@@ -183,6 +217,9 @@ def test_click_weight_trains_on_labels_and_clicks_and_needs_the_click_maps(data)
     cfg = DeepLabConfig(**{**TINY.__dict__, "min_steps": 2, "scale_range": (0.5, 1.5), "click_weight": 1.0})
     seg = drain(train_deeplab(data.images, data.masks, 4, cfg, device="cpu", seed=1, clicks=clicks))
     assert len(seg.losses) == 2 and all(np.isfinite(seg.losses))
+    per_pixel = DeepLabConfig(**{**cfg.__dict__, "click_weight": 50.0, "click_norm": "labels"})
+    other = drain(train_deeplab(data.images, data.masks, 4, per_pixel, device="cpu", seed=1, clicks=clicks))
+    assert all(np.isfinite(other.losses)) and other.losses != seg.losses
     with pytest.raises(ConfigError, match="needs the click maps"):
         drain(train_deeplab(data.images, data.masks, 4, cfg, device="cpu"))
     with pytest.raises(ConfigError, match="click_weight=0"):

@@ -353,6 +353,12 @@ class DeepLabConfig:
             images are large against the crops, a batch holds one click or none and that click's term dominates:
             on dubai (6 crops of 160 px from 500-1100 px images) weight 4 collapsed DeepLabv3+ to one or two
             classes, which is why the ``cpu`` preset overrides with the clicks (``click_override``) instead.
+        click_norm: How ``click_weight`` counts. 'clicks' (the default): the clicks' term is its own average
+            over the clicked pixels of the batch, added with that weight. 'labels': the pseudo labels and the
+            clicks share one average, each clicked pixel weighing ``click_weight`` pseudo-labelled pixels, so
+            that the clicks' share of the loss follows how densely the images are clicked (about 8 clicks per
+            128 x 128 px image on the sample, one per 60,000 px on dubai) instead of how many clicks a batch
+            happens to hold.
         crf_loss: Add this weight x the gated CRF loss of the network's scores on each training crop
             (Obukhov et al. 2019, a local form of Tang et al.'s dense CRF loss, ECCV 2018;
             :mod:`napari_pcam.core.crf_loss`): neighbours of similar colour should share a label, so labels
@@ -401,6 +407,7 @@ class DeepLabConfig:
     click_override: bool = False
     click_radius: int = 2
     click_weight: float = 0.0
+    click_norm: Literal["clicks", "labels"] = "clicks"
     crf_loss: float = 0.0
     train_on: str = "refined"
     agree_with: str = "none"
@@ -414,6 +421,7 @@ class DeepLabConfig:
         _check_choice("deeplab.head_norm", self.head_norm, ("batch", "group"))
         _check_range("deeplab.click_radius", self.click_radius, 0, 1000)
         _check_range("deeplab.click_weight", self.click_weight, 0.0, 1000.0)
+        _check_choice("deeplab.click_norm", self.click_norm, ("clicks", "labels"))
         _check_range("deeplab.crf_loss", self.crf_loss, 0.0, 1000.0)
         _check_weights("deeplab.weights", self.weights)
         _check_range("deeplab.lr", self.lr, 0.0, 10.0, lo_open=True)

@@ -238,21 +238,55 @@ def class_balance_weights(labels: Sequence[np.ndarray], num_classes: int) -> np.
     return weights
 
 
+def _sum_ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[torch.Tensor,
+                                                                                                torch.Tensor]:
+    """Summed cross-entropy over the labelled pixels and the summed weight of those pixels (their count, or with
+    per-class ``weight`` the sum of their classes' weights)."""
+    labelled = y[y != IGNORE]
+    if weight is None:
+        return (F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum"),
+                torch.tensor(float(labelled.numel()), device=logits.device))
+    weight = weight.to(logits)
+    return F.cross_entropy(logits, y, weight=weight, ignore_index=IGNORE, reduction="sum"), weight[labelled].sum()
+
+
+def _pixel_weighted_loss(logits: torch.Tensor, y: torch.Tensor, clicks: torch.Tensor, click_weight: float,
+                         class_weights: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    """``deeplab.click_norm = "labels"``: one cross-entropy averaged over the labelled and the clicked pixels of
+    the batch, every clicked pixel weighing ``click_weight`` pseudo-labelled pixels (on top of its own pseudo
+    label, if any). The clicks' share of the loss follows how densely the images are clicked: it does not grow
+    when a batch happens to hold one click, and it is 0 in a batch without clicks."""
+    label_sum, label_mass = _sum_ce(logits, y, class_weights)
+    click_sum, click_count = _sum_ce(logits, clicks)
+    mass = label_mass + click_weight * click_count
+    total = (label_sum + click_weight * click_sum) / mass.clamp(min=1e-12)
+    metrics = {"label_loss": (label_sum / label_mass.clamp(min=1e-12)).detach().item(),
+               "click_loss": (click_sum / click_count.clamp(min=1)).detach().item(),
+               "click_share": (click_weight * click_count / mass.clamp(min=1e-12)).detach().item()}
+    return total, metrics
+
+
 def _loss(logits: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor], click_weight: float = 0.0,
-          crf_weight: float = 0.0, class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+          crf_weight: float = 0.0, class_weights: torch.Tensor | None = None,
+          click_norm: str = "clicks") -> tuple[torch.Tensor, dict]:
     """Cross-entropy of float B x K x S x S logits against int64 B x S x S labels, averaged over the labelled
     pixels of the whole batch. With B x L x S x S label maps (labels, then the click map when ``click_weight``
     > 0, then the valid map when ``crf_weight`` > 0), plus ``click_weight`` x the cross-entropy averaged over the
     clicked pixels alone (the clicks then weigh as much as all other pixels together at weight 1, however few
     they are, and nothing in a crop without clicks), plus ``crf_weight`` x the gated CRF loss of the network's
     scores on the crops (:func:`~napari_pcam.core.crf_loss.gated_crf_loss`, padding excluded). ``class_weights``
-    weigh the label term's pixels by class (``deeplab.class_balance``); the clicks' term is not weighed."""
+    weigh the label term's pixels by class (``deeplab.class_balance``); the clicks' term is not weighed. With
+    ``click_norm = "labels"`` the labels and the clicks share one average instead, each clicked pixel weighing
+    ``click_weight`` labelled pixels (:func:`_pixel_weighted_loss`)."""
     y, logits = batch[1], logits.float()
     if y.ndim == 3:
         return _mean_ce(logits, y, class_weights), {}
-    total = labels = _mean_ce(logits, y[:, 0], class_weights)
-    metrics = {"label_loss": labels.detach().item()}
-    if click_weight > 0:
+    if click_weight > 0 and click_norm == "labels":
+        total, metrics = _pixel_weighted_loss(logits, y[:, 0], y[:, 1], click_weight, class_weights)
+    else:
+        total = labels = _mean_ce(logits, y[:, 0], class_weights)
+        metrics = {"label_loss": labels.detach().item()}
+    if click_weight > 0 and click_norm != "labels":
         clicks = _mean_ce(logits, y[:, 1])
         total = total + click_weight * clicks
         metrics["click_loss"] = clicks.detach().item()
@@ -343,7 +377,7 @@ def train_deeplab(
         yield Progress(STAGE, 0, total, message="class weights " + ", ".join(
             f"{n} {w:.2f}" for n, w in zip(names, weights.tolist())))
     loss = partial(_loss, click_weight=config.click_weight if clicks is not None else 0.0, crf_weight=crf_weight,
-                   class_weights=weights)
+                   class_weights=weights, click_norm=config.click_norm)
     losses = yield from fit(STAGE, model, _optimizer(model, config), loader, total, loss, device=dev, amp=amp,
                             lr_settings="deeplab.lr")
     return TrainedSegmenter(model, config, names, images.channels, losses)
