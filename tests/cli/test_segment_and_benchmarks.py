@@ -110,7 +110,7 @@ def test_the_deeplab_baselines_run_with_the_chains_click_terms_configured(run_da
 
     # the cpu preset's click_weight / click_override are the chain's: its baselines train on their own labels
     config = dataclasses.replace(tiny_pipeline, deeplab=dataclasses.replace(
-        tiny_pipeline.deeplab, click_weight=4.0, click_override=True))
+        tiny_pipeline.deeplab, click_weight=100.0, click_norm="labels", click_override=True))
     row = run_row(name, run_data, config, tmp_path)
     assert "error" not in row, row.get("error")
     assert row["name"] == name and 0 <= row["train_miou"] <= 100 and 0 <= row["val_miou"] <= 100

@@ -71,8 +71,11 @@ def test_cpu_preset_is_pretrained_budgeted_in_steps_and_calibrated(monkeypatch):
     assert cfg.deeplab.crf_check  # ... where the clicks keep it
     assert cfg.deeplab.crf_loss == 0  # measured: it helps point-only training, not the chain (see the docstring)
     assert cfg.deeplab.head_norm == "group"  # batches of 6 crops: BatchNorm's statistics would not carry over
-    # measured on dubai: the clicks' own cross-entropy at weight 4 collapsed DeepLabv3+; the clicks override instead
-    assert cfg.deeplab.click_weight == 0 and cfg.deeplab.click_override
+    # the clicks override the pseudo labels and weigh 100 pseudo-labelled pixels each: measured, the clicks' own
+    # batch average (weight 4, and 1) cost dubai, where a batch of crops holds a click or two, and without the
+    # clicks' term the sample's grayscale and shapes-only variants lost a class
+    assert cfg.deeplab.click_override and cfg.deeplab.click_norm == "labels"
+    assert cfg.deeplab.click_weight == presets.CPU_CLICK_WEIGHT == 100
     assert (cfg.deeplab.train_on, cfg.deeplab.agree_with) == ("mined", "forest")
     # inference sees about the context of training: tiles of twice the crop (ASPP pools over the whole input)
     assert (cfg.deeplab.tile_size, cfg.deeplab.tile_overlap) == (2 * cfg.deeplab.crop_size, cfg.deeplab.crop_size // 2)
