@@ -213,13 +213,8 @@ def _optimizer(model: DeepLabV3Plus, config: DeepLabConfig) -> torch.optim.SGD:
 def _mean_ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy averaged over the labelled pixels of the whole batch (0 when there are none); with
     per-class ``weight``, each pixel's term weighed by its class's weight and divided by their sum."""
-    if weight is None:
-        ce = F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum")
-        return ce / (y != IGNORE).sum().clamp(min=1)
-    weight = weight.to(logits)
-    ce = F.cross_entropy(logits, y, weight=weight, ignore_index=IGNORE, reduction="sum")
-    labelled = y[y != IGNORE]
-    return ce / weight[labelled].sum().clamp(min=1e-12) if labelled.numel() else ce * 0.0
+    total, mass = _sum_ce(logits, y, weight)
+    return total / mass.clamp(min=1e-12)
 
 
 def class_balance_weights(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
@@ -242,12 +237,12 @@ def _sum_ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None =
                                                                                                 torch.Tensor]:
     """Summed cross-entropy over the labelled pixels and the summed weight of those pixels (their count, or with
     per-class ``weight`` the sum of their classes' weights)."""
-    labelled = y[y != IGNORE]
+    labelled = y != IGNORE
     if weight is None:
-        return (F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum"),
-                torch.tensor(float(labelled.numel()), device=logits.device))
+        return F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum"), labelled.sum().to(logits.dtype)
     weight = weight.to(logits)
-    return F.cross_entropy(logits, y, weight=weight, ignore_index=IGNORE, reduction="sum"), weight[labelled].sum()
+    return (F.cross_entropy(logits, y, weight=weight, ignore_index=IGNORE, reduction="sum"),
+            weight[y[labelled]].sum())
 
 
 def _pixel_weighted_loss(logits: torch.Tensor, y: torch.Tensor, clicks: torch.Tensor, click_weight: float,
@@ -286,10 +281,10 @@ def _loss(logits: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor], click_
     else:
         total = labels = _mean_ce(logits, y[:, 0], class_weights)
         metrics = {"label_loss": labels.detach().item()}
-    if click_weight > 0 and click_norm != "labels":
-        clicks = _mean_ce(logits, y[:, 1])
-        total = total + click_weight * clicks
-        metrics["click_loss"] = clicks.detach().item()
+        if click_weight > 0:
+            clicks = _mean_ce(logits, y[:, 1])
+            total = total + click_weight * clicks
+            metrics["click_loss"] = clicks.detach().item()
     if crf_weight > 0:
         crf = gated_crf_loss(logits, image_from_tensor(batch[0].float()), y[:, -1] != IGNORE)
         total = total + crf_weight * crf
